@@ -1,0 +1,1 @@
+"""The ``urbangeo`` command line: thin click commands over the Python API."""

@@ -1,0 +1,86 @@
+"""Entry point: ``urbangeo`` and its subcommands (loaded lazily so ``--help`` is instant and
+commands that need no torch never import it)."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+
+import click
+
+from urbangeo import __version__
+from urbangeo.errors import UrbangeoError
+
+# name -> "module:attribute"; a command's module is imported only when it is used.
+COMMANDS: dict[str, str] = {
+    "grid": "urbangeo.cli.grid:grid",
+    "chips": "urbangeo.cli.chips:chips",
+    "indicators": "urbangeo.cli.indicators:indicators",
+    "rasterize": "urbangeo.cli.grid:rasterize",
+    "caption": "urbangeo.cli.caption:caption",
+    "demo": "urbangeo.cli.demo:demo",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [name for name in COMMANDS if _available(name)]
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS or not _available(name):
+            return None
+        module, attr = COMMANDS[name].split(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+def _available(name: str) -> bool:
+    module = COMMANDS[name].split(":")[0]
+    return importlib.util.find_spec(module) is not None
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="urbangeo")
+@click.option("--progress", "progress_mode", type=click.Choice(["bar", "json", "none"]),
+              default="bar", show_default=True,
+              help="How to report progress: a bar on the terminal, JSON lines on stdout "
+                   "(for the QGIS plugin and scripts), or nothing.")
+@click.pass_context
+def cli(ctx: click.Context, progress_mode: str) -> None:
+    """urbangeo: urban region profiling from satellite imagery and language (UrbanCLIP).
+
+    \b
+    The pipeline, one file a stage:
+      urbangeo grid AOI -o cells.gpkg      ~1 km² cells (+ chips, indicators)
+      urbangeo chips cells.gpkg --imagery SRC   one satellite chip per cell
+      urbangeo indicators cells.gpkg --indicator pop=pop.tif:sum
+      urbangeo caption cells.gpkg          describe each chip, refine the text
+      urbangeo rasterize cells.gpkg COLUMN -o out.tif
+    Run `urbangeo COMMAND --help` for each command's options.
+    """
+    from urbangeo.cli.progress import make_progress
+
+    ctx.obj = {"progress": make_progress(progress_mode), "progress_mode": progress_mode}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; user mistakes print one line and exit non-zero, without a traceback."""
+    try:
+        cli.main(args=argv, prog_name="urbangeo", standalone_mode=False)
+    except UrbangeoError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Geospatial layer: grids, chips, indicator alignment, GeoPackage/GeoTIFF I/O. Never imports torch."""

@@ -1,0 +1,1 @@
+"""UrbanCLIP network: pure PyTorch, knows nothing of files, CRSs or the CLI."""
