@@ -1,0 +1,129 @@
+"""``urbangeo grid`` (AOI -> cells GeoPackage) and ``urbangeo rasterize`` (cell columns -> COG)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from click.core import ParameterSource
+
+from urbangeo.errors import InputError
+from urbangeo.geo.cells import CellsFile, read_cells, write_cells
+from urbangeo.geo.grid import build_grid
+from urbangeo.geo.rasterize import write_cell_raster
+from urbangeo.geo.styles import RAMPS, cells_style
+from urbangeo.progress import SILENT, Progress
+
+
+def _progress(ctx: click.Context) -> Progress:
+    obj = ctx.find_root().obj or {}
+    return obj.get("progress", SILENT)
+
+
+def _report(ctx: click.Context, line: str) -> None:
+    """The closing summary: on stdout, unless stdout carries JSON progress lines."""
+    obj = ctx.find_root().obj or {}
+    if obj.get("progress_mode") == "json":
+        _progress(ctx).info(line)
+    else:
+        click.echo(line)
+
+
+def refuse_overwrite(path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise InputError(f"{path} already exists: pass --overwrite to replace it, or choose "
+                         "another -o")
+
+
+def write_styled(cf: CellsFile, output: Path, style_column: str | None) -> None:
+    """Style the cells (graduated on ``style_column`` if given) and write them atomically."""
+    cf.style_qml = cells_style(cf.cells, style_column)
+    write_cells(output, cf)
+
+
+@click.command()
+@click.argument("aoi", required=False, type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="Cells GeoPackage to write (.gpkg).")
+@click.option("--layer", help="Layer of the AOI file to read (when it has several).")
+@click.option("--bbox", help="AOI as minx,miny,maxx,maxy instead of a file (lon/lat by default; "
+                             "minx > maxx crosses the antimeridian).")
+@click.option("--bbox-crs", default="EPSG:4326", show_default=True, help="CRS of --bbox.")
+@click.option("--crs", help="Grid CRS, projected in metres (default: the AOI's UTM zone, or "
+                            "polar stereographic beyond 84°N/80°S).")
+@click.option("--cell-size", type=float, default=1000.0, show_default=True,
+              help="Cell side in metres (metric scheme).")
+@click.option("--scheme", type=click.Choice(["metric", "xyz"]), default="metric",
+              show_default=True, help="metric: squares in a projected CRS; xyz: web-mercator "
+                                      "tiles at --zoom.")
+@click.option("--zoom", type=int, help="Tile zoom for --scheme xyz (15 is ~1 km at mid latitudes).")
+@click.option("--min-overlap", type=float, default=0.0, show_default=True,
+              help="Keep a cell only if at least this fraction of it lies in the AOI "
+                   "(0: any overlap with area).")
+@click.option("--style-column",
+              help="Numeric column for a graduated QGIS style (default: outlines).")
+@click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
+@click.pass_context
+def grid(ctx: click.Context, aoi: Path | None, output: Path, layer: str | None,
+         bbox: str | None, bbox_crs: str, crs: str | None, cell_size: float, scheme: str,
+         zoom: int | None, min_overlap: float, style_column: str | None, overwrite: bool) -> None:
+    """Cover an area of interest with square cells and write them as a GeoPackage.
+
+    AOI is any vector file (GeoJSON, GeoPackage, Shapefile); give it or --bbox. Cells are
+    anchored on multiples of the cell size, so the same area always gets the same cell_ids
+    and overlapping AOIs share them. Every cell touching the AOI is kept.
+
+    \b
+    Examples:
+      urbangeo grid city.geojson -o cells.gpkg
+      urbangeo grid --bbox -122.23,37.57,-122.05,37.67 -o eastbay.gpkg
+      urbangeo grid parcels.gpkg --layer districts --cell-size 500 -o cells.gpkg
+      urbangeo grid city.geojson --scheme xyz --zoom 15 -o tiles.gpkg
+      urbangeo grid fiji.gpkg --crs EPSG:3460 -o cells.gpkg     # your own metric CRS
+    """
+    progress = _progress(ctx)
+    if aoi is None and bbox is None:
+        raise InputError("give an AOI file or --bbox minx,miny,maxx,maxy "
+                         "(see `urbangeo grid --help`)")
+    if aoi is not None and bbox is not None:
+        raise InputError("give either an AOI file or --bbox, not both")
+    if scheme == "xyz" and ctx.get_parameter_source("cell_size") != ParameterSource.DEFAULT:
+        raise InputError("--cell-size does not apply to --scheme xyz: the tile size follows "
+                         "--zoom (each zoom level halves it)")
+    refuse_overwrite(output, overwrite)
+    cf = build_grid(aoi, bbox=bbox, bbox_crs=bbox_crs, layer=layer, cell_size=cell_size,
+                    crs=crs, scheme=scheme, zoom=zoom, min_overlap=min_overlap,
+                    progress=progress)
+    write_styled(cf, output, style_column)
+    meta = cf.metadata["grid"]
+    size = f"zoom {meta['zoom']}" if meta["scheme"] == "xyz" else f"{meta['cell_size_m']:g} m"
+    _report(ctx, f"{meta['n_cells']} cells ({size}, {meta['ground_cell_size_m']:g} m on the "
+                 f"ground) in {meta['crs']} -> {output}")
+
+
+@click.command()
+@click.argument("cells", type=click.Path(path_type=Path))
+@click.argument("columns", nargs=-1, required=True)
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="GeoTIFF to write (.tif); a same-named .qml style is written beside it.")
+@click.option("--ramp", type=click.Choice(sorted(RAMPS)), default="viridis", show_default=True,
+              help="Colour ramp of the QGIS style.")
+@click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
+@click.pass_context
+def rasterize(ctx: click.Context, cells: Path, columns: tuple[str, ...], output: Path,
+              ramp: str, overwrite: bool) -> None:
+    """Write numeric cell columns as a Cloud-Optimized GeoTIFF, one band per column.
+
+    One pixel per cell on the cells' own grid (no resampling); cells without a value are
+    nodata. QGIS opens it styled through the .qml written beside it.
+
+    \b
+    Examples:
+      urbangeo rasterize cells.gpkg pop -o pop.tif
+      urbangeo rasterize cells.gpkg pop night_lights -o indicators.tif --ramp YlOrRd
+    """
+    refuse_overwrite(output, overwrite)
+    cf = read_cells(cells)
+    write_cell_raster(cf, columns, output, ramp=ramp, progress=_progress(ctx))
+    _report(ctx, f"{len(columns)} band(s) ({', '.join(columns)}) from {len(cf.cells)} cells "
+                 f"-> {output}")
