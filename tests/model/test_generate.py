@@ -1,0 +1,120 @@
+"""Caption decoding: the KV cache changes nothing but speed; beams and sampling behave."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from urbangeo.errors import InputError
+from urbangeo.model.config import UrbanCLIPConfig
+from urbangeo.model.generate import _Stepper
+from urbangeo.model.urbanclip import UrbanCLIP
+
+STEPS = 14
+
+
+@pytest.fixture(scope="module")
+def model() -> UrbanCLIP:
+    """A tiny random model nudged to end captions (EOS) at different lengths."""
+    torch.manual_seed(0)
+    cfg = UrbanCLIPConfig.from_preset("tiny", image_size=32, context_length=24, vocab_size=64)
+    net = UrbanCLIP(cfg).eval()
+    with torch.no_grad():
+        net.text_decoder.text_projection[:, cfg.eos_id] *= 2.0
+    return net
+
+
+@pytest.fixture(scope="module")
+def images() -> torch.Tensor:
+    return torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+
+
+def _pad(seq: torch.Tensor, width: int, pad_id: int) -> torch.Tensor:
+    return torch.nn.functional.pad(seq, (0, width - seq.shape[1]), value=pad_id)
+
+
+def _check_valid(seq: torch.Tensor, cfg: UrbanCLIPConfig) -> None:
+    assert (seq[:, 0] == cfg.bos_id).all()
+    assert ((seq >= 0) & (seq < cfg.vocab_size)).all()
+    assert not (seq[:, 1:] == cfg.bos_id).any()
+    for row in seq.tolist():
+        if cfg.eos_id in row:
+            end = row.index(cfg.eos_id)
+            assert all(t == cfg.pad_id for t in row[end + 1:])
+        else:
+            assert cfg.pad_id not in row
+
+
+def test_cached_logits_equal_full_rerun(model, images):
+    cfg = model.config
+    seq = torch.randint(3, cfg.vocab_size, (4, 9), generator=torch.Generator().manual_seed(1))
+    seq[:, 0] = cfg.bos_id
+    with torch.no_grad():
+        _, image_tokens = model.image_features(images)
+        full = model.caption_logits(image_tokens, seq)
+        stepper = _Stepper(model, image_tokens, use_cache=True)
+        first = stepper.next_logits(seq[:, :5])  # a prompt, then one token at a time
+        steps = [stepper.next_logits(seq[:, : t + 1]) for t in range(5, 9)]
+    assert torch.allclose(first, full[:, 4], atol=1e-5)
+    for t, logits in zip(range(5, 9), steps, strict=True):
+        assert torch.allclose(logits, full[:, t], atol=1e-5)
+
+
+def test_greedy_with_cache_equals_naive_rerun(model, images):
+    cached = model.generate(images, STEPS, "greedy")
+    naive = model.generate(images, STEPS, "greedy", use_cache=False)
+    assert torch.equal(cached, naive)
+    _check_valid(cached, model.config)
+    ends = [row.index(model.config.eos_id) if model.config.eos_id in row else None
+            for row in cached.tolist()]
+    assert len(set(ends)) > 1, "fixture should end captions at different lengths"
+
+
+def test_greedy_continues_a_prompt(model, images):
+    cfg = model.config
+    prompt = torch.tensor([[cfg.bos_id, 7, 9]] * images.shape[0])
+    out = model.generate(images, 5, "greedy", prompt=prompt)
+    assert torch.equal(out[:, :3], prompt)
+    assert torch.equal(out, model.generate(images, 5, "greedy", prompt=prompt, use_cache=False))
+
+
+def test_beam_search_returns_valid_sequences(model, images):
+    cfg = model.config
+    out = model.generate(images, STEPS, "beam", num_beams=3)
+    assert out.shape[0] == images.shape[0] and out.shape[1] <= STEPS + 1
+    _check_valid(out, cfg)
+    assert torch.equal(out, model.generate(images, STEPS, "beam", num_beams=3, use_cache=False))
+
+
+def test_one_beam_is_greedy(model, images):
+    greedy = model.generate(images, STEPS, "greedy")
+    beam = model.generate(images, STEPS, "beam", num_beams=1)
+    assert torch.equal(_pad(beam, greedy.shape[1], model.config.pad_id), greedy)
+
+
+def test_top_p_is_deterministic_with_a_seeded_generator(model, images):
+    def sample(seed: int) -> torch.Tensor:
+        return model.generate(images, STEPS, "top_p", top_p=0.95, temperature=2.0,
+                              generator=torch.Generator().manual_seed(seed))
+
+    first = sample(0)
+    assert torch.equal(first, sample(0))
+    assert not torch.equal(first, sample(1))
+    _check_valid(first, model.config)
+
+
+def test_tiny_top_p_keeps_only_the_best_token(model, images):
+    sampled = model.generate(images, STEPS, "top_p", top_p=1e-9,
+                             generator=torch.Generator().manual_seed(0))
+    assert torch.equal(sampled, model.generate(images, STEPS, "greedy"))
+
+
+def test_generate_restores_training_mode_and_checks_arguments(model, images):
+    model.train()
+    model.generate(images[:1], 3)
+    assert model.training
+    model.eval()
+    with pytest.raises(InputError, match="strategy"):
+        model.generate(images, 3, "nucleus")
+    with pytest.raises(InputError, match="max_new_tokens"):
+        model.generate(images, model.config.context_length)
