@@ -7,16 +7,9 @@ from typing import Any
 
 import click
 
+from urbangeo.cli.progress import progress_of, say
 from urbangeo.errors import DataError, InputError, RemoteError
-from urbangeo.progress import JsonLinesProgress, Progress
-
-
-def _say(progress: Progress, line: str) -> None:
-    # In JSON mode stdout belongs to the JSON-lines stream, so results go through it.
-    if isinstance(progress, JsonLinesProgress):
-        progress.info(line)
-    else:
-        click.echo(line)
+from urbangeo.progress import Progress
 
 
 def _vector_context(cells: Any, specs: tuple[str, ...],
@@ -112,7 +105,7 @@ def caption(ctx: click.Context, cells_file: Path, backend: str, model: str | Non
     from urbangeo.captions.run import caption_cells
     from urbangeo.geo.cells import read_cells, write_cells
 
-    progress: Progress = ctx.obj["progress"]
+    progress: Progress = progress_of(ctx)
     cells = read_cells(cells_file)
     captioner = build_captioner(backend, model=model, base_url=base_url, api_key_env=api_key_env,
                                 prompt_file=prompt_file, timeout=timeout, max_retries=max_retries,
@@ -127,10 +120,10 @@ def caption(ctx: click.Context, cells_file: Path, backend: str, model: str | Non
                                     refine_options=refine_options, recaption=recaption,
                                     context=context, progress=progress)
     write_cells(cells_file, updated)
-    _say(progress, f"{cells_file}: {report.summary()}")
+    say(progress, f"{cells_file}: {report.summary()}")
     if report.rule_hits:
         hits = ", ".join(f"{rule} {n}" for rule, n in report.rule_hits.items())
-        _say(progress, f"refinement removed: {hits}")
+        say(progress, f"refinement removed: {hits}")
     if report.failures:
         error = RemoteError if backend == "openai" else DataError
         cell_id, message = next(iter(report.failures.items()))

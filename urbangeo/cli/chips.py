@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
+from urbangeo.cli.progress import progress_of, say
 from urbangeo.geo.cells import CellsFile, read_cells, write_cells
 from urbangeo.geo.chips import MIN_VALID_FRAC, ChipsReport, cut_chips
 from urbangeo.progress import SILENT, Progress
@@ -94,8 +95,8 @@ def chips(ctx: click.Context, cells_path: Path, **options: Any) -> None:
     """
     if not options["imagery"]:
         raise click.UsageError("give at least one --imagery SRC (a raster file or an XYZ URL)")
-    progress = (ctx.obj or {}).get("progress", SILENT)
+    progress = progress_of(ctx)
     cells_file = read_cells(cells_path)
     updated, report = run_chips(cells_file, cells_path, progress, **options)
     write_cells(cells_path, updated)
-    click.echo(report.summary())
+    say(progress, report.summary())

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import click
 
+from urbangeo.cli.progress import progress_of, say
 from urbangeo.errors import InputError
 from urbangeo.geo.cells import CellsFile, write_cells
-from urbangeo.progress import SILENT, JsonLinesProgress, Progress
+from urbangeo.progress import SILENT, Progress
 from urbangeo.sample import SampleCity, make_synthetic_city
 from urbangeo.sample.synthetic_city import INDICATORS
 
@@ -147,12 +148,5 @@ def demo(ctx: click.Context, out_dir: Path, seed: int, overwrite: bool) -> None:
     Generates a procedural 6 km city (imagery, population, GDP, carbon rasters, AOI) in
     OUTPUT/sample, then grid -> chips -> indicators -> rasterize into OUTPUT/.
     """
-    progress = (ctx.find_root().obj or {}).get("progress", SILENT)
-
-    def say(line: str) -> None:
-        if isinstance(progress, JsonLinesProgress):  # stdout carries the JSON lines
-            progress.info(line)
-        else:
-            click.echo(line)
-
-    run_demo(out_dir, seed, overwrite, progress, say)
+    progress = progress_of(ctx)
+    run_demo(out_dir, seed, overwrite, progress, lambda line: say(progress, line))

@@ -3,30 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 from click.core import ParameterSource
 
+from urbangeo.cli.chips import imagery_options, run_chips
+from urbangeo.cli.indicators import indicator_option, run_indicators
+from urbangeo.cli.progress import progress_of, say
 from urbangeo.errors import InputError
 from urbangeo.geo.cells import CellsFile, read_cells, write_cells
 from urbangeo.geo.grid import build_grid
+from urbangeo.geo.indicators import IndicatorSpec
 from urbangeo.geo.rasterize import write_cell_raster
 from urbangeo.geo.styles import RAMPS, cells_style
-from urbangeo.progress import SILENT, Progress
-
-
-def _progress(ctx: click.Context) -> Progress:
-    obj = ctx.find_root().obj or {}
-    return obj.get("progress", SILENT)
-
-
-def _report(ctx: click.Context, line: str) -> None:
-    """The closing summary: on stdout, unless stdout carries JSON progress lines."""
-    obj = ctx.find_root().obj or {}
-    if obj.get("progress_mode") == "json":
-        _progress(ctx).info(line)
-    else:
-        click.echo(line)
 
 
 def refuse_overwrite(path: Path, overwrite: bool) -> None:
@@ -62,11 +52,15 @@ def write_styled(cf: CellsFile, output: Path, style_column: str | None) -> None:
                    "(0: any overlap with area).")
 @click.option("--style-column",
               help="Numeric column for a graduated QGIS style (default: outlines).")
-@click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
+@indicator_option
+@imagery_options
+@click.option("--overwrite", is_flag=True,
+              help="Replace the output if it exists (and start a new chip store).")
 @click.pass_context
 def grid(ctx: click.Context, aoi: Path | None, output: Path, layer: str | None,
          bbox: str | None, bbox_crs: str, crs: str | None, cell_size: float, scheme: str,
-         zoom: int | None, min_overlap: float, style_column: str | None, overwrite: bool) -> None:
+         zoom: int | None, min_overlap: float, style_column: str | None, overwrite: bool,
+         specs: list[IndicatorSpec], **imagery: Any) -> None:
     """Cover an area of interest with square cells and write them as a GeoPackage.
 
     AOI is any vector file (GeoJSON, GeoPackage, Shapefile); give it or --bbox. Cells are
@@ -74,14 +68,21 @@ def grid(ctx: click.Context, aoi: Path | None, output: Path, layer: str | None,
     and overlapping AOIs share them. Every cell touching the AOI is kept.
 
     \b
+    With --indicator and --imagery it also does the work of `urbangeo indicators` and
+    `urbangeo chips` in the same run (see their --help). The cells file is written before
+    chips are cut, so a run killed while cutting resumes with `urbangeo chips`.
+
+    \b
     Examples:
       urbangeo grid city.geojson -o cells.gpkg
+      urbangeo grid city.geojson -o cells.gpkg --indicator pop=worldpop.tif:sum \\
+          --imagery scene.tif --bands 3,2,1
       urbangeo grid --bbox -122.23,37.57,-122.05,37.67 -o eastbay.gpkg
       urbangeo grid parcels.gpkg --layer districts --cell-size 500 -o cells.gpkg
       urbangeo grid city.geojson --scheme xyz --zoom 15 -o tiles.gpkg
       urbangeo grid fiji.gpkg --crs EPSG:3460 -o cells.gpkg     # your own metric CRS
     """
-    progress = _progress(ctx)
+    progress = progress_of(ctx)
     if aoi is None and bbox is None:
         raise InputError("give an AOI file or --bbox minx,miny,maxx,maxy "
                          "(see `urbangeo grid --help`)")
@@ -94,11 +95,18 @@ def grid(ctx: click.Context, aoi: Path | None, output: Path, layer: str | None,
     cf = build_grid(aoi, bbox=bbox, bbox_crs=bbox_crs, layer=layer, cell_size=cell_size,
                     crs=crs, scheme=scheme, zoom=zoom, min_overlap=min_overlap,
                     progress=progress)
-    write_styled(cf, output, style_column)
     meta = cf.metadata["grid"]
     size = f"zoom {meta['zoom']}" if meta["scheme"] == "xyz" else f"{meta['cell_size_m']:g} m"
-    _report(ctx, f"{meta['n_cells']} cells ({size}, {meta['ground_cell_size_m']:g} m on the "
-                 f"ground) in {meta['crs']} -> {output}")
+    say(progress, f"{meta['n_cells']} cells ({size}, {meta['ground_cell_size_m']:g} m on the "
+                  f"ground) in {meta['crs']}")
+    if specs:
+        cf = run_indicators(cf, progress, specs)
+    write_styled(cf, output, style_column)
+    if imagery["imagery"]:
+        cf, report = run_chips(cf, output, progress, overwrite=overwrite, **imagery)
+        write_cells(output, cf)
+        say(progress, report.summary())
+    say(progress, f"-> {output}")
 
 
 @click.command()
@@ -123,7 +131,8 @@ def rasterize(ctx: click.Context, cells: Path, columns: tuple[str, ...], output:
       urbangeo rasterize cells.gpkg pop night_lights -o indicators.tif --ramp YlOrRd
     """
     refuse_overwrite(output, overwrite)
+    progress = progress_of(ctx)
     cf = read_cells(cells)
-    write_cell_raster(cf, columns, output, ramp=ramp, progress=_progress(ctx))
-    _report(ctx, f"{len(columns)} band(s) ({', '.join(columns)}) from {len(cf.cells)} cells "
-                 f"-> {output}")
+    write_cell_raster(cf, columns, output, ramp=ramp, progress=progress)
+    say(progress, f"{len(columns)} band(s) ({', '.join(columns)}) from {len(cf.cells)} cells "
+                  f"-> {output}")

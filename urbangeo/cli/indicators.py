@@ -11,9 +11,10 @@ from typing import Any, TypeVar
 
 import click
 
-from urbangeo.geo.cells import read_cells, write_cells
+from urbangeo.cli.progress import progress_of, say
+from urbangeo.geo.cells import CellsFile, read_cells, write_cells
 from urbangeo.geo.indicators import IndicatorReport, IndicatorSpec, add_indicators
-from urbangeo.progress import JsonLinesProgress, Progress
+from urbangeo.progress import Progress
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -35,14 +36,6 @@ def indicator_option(func: F) -> F:
     )(func)
 
 
-def _say(progress: Progress, line: str) -> None:
-    # In JSON mode stdout belongs to the JSON-lines stream: results go through it as info.
-    if isinstance(progress, JsonLinesProgress):
-        progress.info(line)
-    else:
-        click.echo(line)
-
-
 def _number(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.4g}"
 
@@ -62,14 +55,13 @@ def _summary(report: IndicatorReport) -> list[str]:
     return lines
 
 
-def run_indicators(cells_file: Path, progress: Progress,
-                   specs: list[IndicatorSpec]) -> IndicatorReport:
-    """Add ``specs`` to the cells GeoPackage ``cells_file`` atomically, in place; show a summary."""
-    cf, report = add_indicators(read_cells(cells_file), specs, progress=progress)
-    write_cells(cells_file, cf)
+def run_indicators(cells: CellsFile, progress: Progress,
+                   specs: list[IndicatorSpec]) -> CellsFile:
+    """Add ``specs`` as columns of ``cells`` and show one summary line per indicator."""
+    cells, report = add_indicators(cells, specs, progress=progress)
     for line in _summary(report):
-        _say(progress, line)
-    return report
+        say(progress, line)
+    return cells
 
 
 @click.command("indicators")
@@ -87,4 +79,4 @@ def indicators(ctx: click.Context, cells_file: Path, specs: list[IndicatorSpec])
     """
     if not specs:
         raise click.UsageError("give at least one --indicator NAME=RASTER[:sum|mean]")
-    run_indicators(cells_file, ctx.obj["progress"], specs)
+    write_cells(cells_file, run_indicators(read_cells(cells_file), progress_of(ctx), specs))

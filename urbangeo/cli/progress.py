@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+import click
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -80,3 +81,16 @@ class _PlainProgress:
         if self._stage:
             print(f"{self._stage}: done", file=sys.stderr)
             self._stage = ""
+
+
+def say(progress: ProgressProtocol, line: str) -> None:
+    """Print a result line: on stdout, or as an info record when stdout carries JSON lines."""
+    if isinstance(progress, JsonLinesProgress):
+        progress.info(line)
+    else:
+        click.echo(line)
+
+
+def progress_of(ctx: click.Context) -> ProgressProtocol:
+    """The progress reporter the root ``urbangeo`` command chose (silent outside the CLI)."""
+    return (ctx.find_root().obj or {}).get("progress", SILENT)
