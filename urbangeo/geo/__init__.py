@@ -1,1 +1,4 @@
-"""Geospatial layer: grids, chips, indicator alignment, GeoPackage/GeoTIFF I/O. Never imports torch."""
+"""Geospatial layer: grids, chips, indicator alignment, GeoPackage/GeoTIFF I/O.
+
+It never imports torch, so planners can grid, cut chips and align indicators without it.
+"""

@@ -13,9 +13,9 @@ were made, enough to rebuild and check them), and one section per later stage (`
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 import shutil
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -87,7 +87,8 @@ def read_cells(path: str | Path, layer: str = CELLS_LAYER) -> CellsFile:
         )
     cells = pyogrio.read_dataframe(path, layer=layer)
     if "cell_id" not in cells.columns:
-        raise InputError(f"layer '{layer}' of {path} has no cell_id column: remake it with `urbangeo grid`")
+        raise InputError(f"layer '{layer}' of {path} has no cell_id column: "
+                         "remake it with `urbangeo grid`")
     return CellsFile(cells=cells, metadata=read_metadata(path), style_qml=_read_style(path, layer),
                      layer=layer)
 
