@@ -252,6 +252,21 @@ def test_real_sfbay_false_colour_chips(shared_data: Path, tmp_path: Path) -> Non
     assert chips[:, :3].std() > 10  # real texture, not a flat fill
 
 
+def test_ground_resolution_is_the_sources_own_when_coarser(shared_data: Path,
+                                                          tmp_path: Path) -> None:
+    """30 web-mercator metres at 37.8°N are ~23.7 ground metres; cutting them at 1000/256 m
+    per pixel does not make the chips any sharper, and captions must know that."""
+    tif = shared_data / "sfbay" / "landsat7_sfbay_nirrg_30m.tif"
+    cells = square_cells(UTM, X0, Y_TOP, 1, 1)
+    out, _ = cut_chips(cells, tmp_path / "g.gpkg", [str(tif)], tile_px=256)
+    section = out.metadata["chips"]
+    assert section["pixel_size_m"] == pytest.approx(1000 / 256)
+    assert section["ground_resolution_m"] == pytest.approx(30 * np.cos(np.radians(37.75)),
+                                                           rel=0.01)
+    assert ChipStore.open(tmp_path / "g.chips.zarr").ground_resolution_m == pytest.approx(
+        section["ground_resolution_m"])
+
+
 def test_sigkill_mid_run_loses_at_most_the_chip_being_written(tmp_path: Path) -> None:
     """A real SIGKILL: every chip the store then holds is complete, and a rerun finishes."""
     rng = np.random.default_rng(2)

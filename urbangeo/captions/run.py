@@ -117,7 +117,7 @@ def caption_cells(
     report.n_cached = len(with_chip) - len(todo)
 
     def info(cid: str) -> ChipInfo:
-        return ChipInfo(cid, tuple(store.band_names), store.pixel_size_m,
+        return ChipInfo(cid, tuple(store.band_names), store.ground_resolution_m,
                         (context or {}).get(cid, {}))
 
     progress.start("caption", len(todo), f"{report.n_cached} cached")
@@ -229,7 +229,7 @@ def _with_captions(cells_file: CellsFile, captioner: Captioner, captions: Mappin
         text = captions.get(cid) if cid in store else None
         clean = None
         if text is not None:
-            result = refine(text, store.pixel_size_m, **(refine_options or {}))
+            result = refine(text, store.ground_resolution_m, **(refine_options or {}))
             clean = result.text
             hits.update(result.hits)
             report.n_emptied += result.emptied

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
-from pyproj import Transformer
+from pyproj import Geod, Transformer
 
 from urbangeo.errors import CRSError, InputError, NoOverlapError
 from urbangeo.geo.cells import CellsFile
@@ -35,6 +35,7 @@ __all__ = ["ChipStore", "ChipsReport", "ChipSource", "cut_chips", "default_store
 
 DEFAULT_BANDS = (1, 2, 3)
 MIN_VALID_FRAC = 0.5
+_GEOD = Geod(ellps="WGS84")
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 
@@ -108,7 +109,10 @@ def cut_chips(cells_file: CellsFile, cells_path: Path, sources: Sequence[str | C
         described = [s.describe() for s in opened]
         store = ChipStore.open_or_create(store_path, tile_px=tile_px, band_names=names,
                                          pixel_size_m=_pixel_size_m(cells_file, tile_px),
-                                         attrs={"sources": described}, overwrite=overwrite)
+                                         attrs={"sources": described,
+                                                "source_resolution_m":
+                                                    _source_resolution_m(opened, cells_file)},
+                                         overwrite=overwrite)
         if store.attrs.get("sources") != described:
             raise InputError(f"chip store {store_path} was cut from other imagery or bands: "
                              "use a new --store path or --overwrite")
@@ -150,6 +154,7 @@ def cut_chips(cells_file: CellsFile, cells_path: Path, sources: Sequence[str | C
     metadata["chips"] = {
         "store": os.path.relpath(store_path.resolve(), cells_path.resolve().parent),
         "tile_px": tile_px, "band_names": names, "pixel_size_m": store.pixel_size_m,
+        "ground_resolution_m": store.ground_resolution_m,
         "sources": [d["source"] for d in described],
         "stretch": {d["source"]: d.get("stretch") for d in described},
         "source_details": described, "min_valid_frac": min_valid_frac,
@@ -243,6 +248,24 @@ def _check_options(tile_px: int, workers: int, min_valid_frac: float, cf: CellsF
                          "`urbangeo grid`")
     if len(cf.cells) == 0:
         raise InputError("the cells file has no cells: remake it with `urbangeo grid`")
+
+
+def _source_resolution_m(sources: Sequence[ChipSource], cf: CellsFile) -> float | None:
+    """Coarsest native ground resolution among the raster sources, measured geodesically at
+    the cells' centre (web-mercator and degree pixels are not ground metres). XYZ sources are
+    fetched at the zoom matching the chip, so they add nothing coarser."""
+    centre = cf.cells.geometry.union_all().centroid
+    found = []
+    for source in sources:
+        crs, res = getattr(source, "crs", None), getattr(source, "res", None)
+        if crs is None or res is None:
+            continue
+        x, y = Transformer.from_crs(cf.cells.crs, crs, always_xy=True).transform(centre.x,
+                                                                                centre.y)
+        to_lonlat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+        (lon0, lon1), (lat0, lat1) = to_lonlat.transform([x, x + res], [y, y])
+        found.append(_GEOD.inv(lon0, lat0, lon1, lat1)[2])
+    return max(found) if found else None
 
 
 def _pixel_size_m(cf: CellsFile, tile_px: int) -> float:

@@ -108,6 +108,12 @@ class ChipStore:
         return float(self._group.attrs["pixel_size_m"])
 
     @property
+    def ground_resolution_m(self) -> float:
+        """The finest detail the chips can show: their pixel size, or the imagery's own ground
+        resolution when that is coarser (a 30 m Landsat scene cut at 4 m/px still shows 30 m)."""
+        return max(self.pixel_size_m, float(self._group.attrs.get("source_resolution_m") or 0))
+
+    @property
     def attrs(self) -> dict[str, Any]:
         return dict(self._group.attrs)
 
