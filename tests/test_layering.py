@@ -24,7 +24,8 @@ def _modules_imported_by(code: str) -> set[str]:
     return set(out.split())
 
 
-@pytest.mark.parametrize("module", ["urbangeo", "urbangeo.geo.cells", "urbangeo.cli.main"])
+@pytest.mark.parametrize("module", ["urbangeo", "urbangeo.api", "urbangeo.geo.cells",
+                                    "urbangeo.cli.main"])
 def test_geo_layer_and_cli_entry_do_not_import_torch(module: str) -> None:
     assert "torch" not in _modules_imported_by(f"import {module}")
 

@@ -1,7 +1,7 @@
 """``urbangeo chips``: cut one satellite chip per cell into the chip store.
 
-The imagery options live in :func:`imagery_options` and the work in :func:`run_chips`, so
-``urbangeo grid --imagery ...`` offers exactly the same flags and behaviour.
+The imagery options live in :func:`imagery_options`, so ``urbangeo grid --imagery ...`` offers
+exactly the same flags; both commands hand them to :mod:`urbangeo.api` under the same names.
 """
 
 from __future__ import annotations
@@ -12,10 +12,9 @@ from typing import Any, TypeVar
 
 import click
 
+from urbangeo import api
 from urbangeo.cli.progress import progress_of, say
-from urbangeo.geo.cells import CellsFile, read_cells, write_cells
-from urbangeo.geo.chips import MIN_VALID_FRAC, ChipsReport, cut_chips
-from urbangeo.progress import SILENT, Progress
+from urbangeo.geo.chips import MIN_VALID_FRAC
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -67,36 +66,19 @@ def imagery_options(func: _F) -> _F:
     return func
 
 
-def run_chips(cells_file: CellsFile, cells_path: Path, progress: Progress = SILENT, *,
-              imagery: tuple[str, ...], tile_px: int = 256, bands: list[int] | None = None,
-              band_names: list[str] | None = None, nir_band: int | None = None,
-              store: Path | None = None, cache_dir: Path | None = None, workers: int = 4,
-              min_valid_frac: float = MIN_VALID_FRAC,
-              overwrite: bool = False) -> tuple[CellsFile, ChipsReport]:
-    """Cut chips for ``cells_file`` with the values of :func:`imagery_options`."""
-    return cut_chips(cells_file, cells_path, list(imagery), tile_px=tile_px, bands=bands,
-                     band_names=band_names, nir_band=nir_band, store_path=store,
-                     cache_dir=cache_dir, workers=workers, min_valid_frac=min_valid_frac,
-                     overwrite=overwrite, progress=progress)
-
-
 @click.command("chips")
-@click.argument("cells_path", metavar="CELLS.gpkg", type=click.Path(path_type=Path))
+@click.argument("cells", metavar="CELLS.gpkg", type=click.Path(path_type=Path))
 @imagery_options
 @click.option("--overwrite", is_flag=True,
               help="Start a new chip store instead of filling the missing chips of the old one.")
 @click.pass_context
-def chips(ctx: click.Context, cells_path: Path, **options: Any) -> None:
+def chips(ctx: click.Context, **options: Any) -> None:
     """Cut one satellite chip per cell of CELLS.gpkg (reruns fill only missing chips).
 
     \b
     urbangeo chips cells.gpkg --imagery scene.tif --bands 3,2,1
     urbangeo chips cells.gpkg --imagery 'https://tiles.example/{z}/{x}/{y}.png'
     """
-    if not options["imagery"]:
-        raise click.UsageError("give at least one --imagery SRC (a raster file or an XYZ URL)")
     progress = progress_of(ctx)
-    cells_file = read_cells(cells_path)
-    updated, report = run_chips(cells_file, cells_path, progress, **options)
-    write_cells(cells_path, updated)
-    say(progress, report.summary())
+    for line in api.chips(**options, progress=progress).lines():
+        say(progress, line)

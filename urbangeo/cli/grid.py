@@ -8,27 +8,11 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from urbangeo.cli.chips import imagery_options, run_chips
-from urbangeo.cli.indicators import indicator_option, run_indicators
+from urbangeo import api
+from urbangeo.cli.chips import imagery_options
+from urbangeo.cli.indicators import indicator_option
 from urbangeo.cli.progress import progress_of, say
-from urbangeo.errors import InputError
-from urbangeo.geo.cells import CellsFile, read_cells, write_cells
-from urbangeo.geo.grid import build_grid
-from urbangeo.geo.indicators import IndicatorSpec
-from urbangeo.geo.rasterize import write_cell_raster
-from urbangeo.geo.styles import RAMPS, cells_style
-
-
-def refuse_overwrite(path: Path, overwrite: bool) -> None:
-    if path.exists() and not overwrite:
-        raise InputError(f"{path} already exists: pass --overwrite to replace it, or choose "
-                         "another -o")
-
-
-def write_styled(cf: CellsFile, output: Path, style_column: str | None) -> None:
-    """Style the cells (graduated on ``style_column`` if given) and write them atomically."""
-    cf.style_qml = cells_style(cf.cells, style_column)
-    write_cells(output, cf)
+from urbangeo.geo.styles import RAMPS
 
 
 @click.command()
@@ -57,10 +41,7 @@ def write_styled(cf: CellsFile, output: Path, style_column: str | None) -> None:
 @click.option("--overwrite", is_flag=True,
               help="Replace the output if it exists (and start a new chip store).")
 @click.pass_context
-def grid(ctx: click.Context, aoi: Path | None, output: Path, layer: str | None,
-         bbox: str | None, bbox_crs: str, crs: str | None, cell_size: float, scheme: str,
-         zoom: int | None, min_overlap: float, style_column: str | None, overwrite: bool,
-         specs: list[IndicatorSpec], **imagery: Any) -> None:
+def grid(ctx: click.Context, **options: Any) -> None:
     """Cover an area of interest with square cells and write them as a GeoPackage.
 
     AOI is any vector file (GeoJSON, GeoPackage, Shapefile); give it or --bbox. Cells are
@@ -82,31 +63,11 @@ def grid(ctx: click.Context, aoi: Path | None, output: Path, layer: str | None,
       urbangeo grid city.geojson --scheme xyz --zoom 15 -o tiles.gpkg
       urbangeo grid fiji.gpkg --crs EPSG:3460 -o cells.gpkg     # your own metric CRS
     """
+    if ctx.get_parameter_source("cell_size") == ParameterSource.DEFAULT:
+        options["cell_size"] = None  # the default, and not a --cell-size given with --scheme xyz
     progress = progress_of(ctx)
-    if aoi is None and bbox is None:
-        raise InputError("give an AOI file or --bbox minx,miny,maxx,maxy "
-                         "(see `urbangeo grid --help`)")
-    if aoi is not None and bbox is not None:
-        raise InputError("give either an AOI file or --bbox, not both")
-    if scheme == "xyz" and ctx.get_parameter_source("cell_size") != ParameterSource.DEFAULT:
-        raise InputError("--cell-size does not apply to --scheme xyz: the tile size follows "
-                         "--zoom (each zoom level halves it)")
-    refuse_overwrite(output, overwrite)
-    cf = build_grid(aoi, bbox=bbox, bbox_crs=bbox_crs, layer=layer, cell_size=cell_size,
-                    crs=crs, scheme=scheme, zoom=zoom, min_overlap=min_overlap,
-                    progress=progress)
-    meta = cf.metadata["grid"]
-    size = f"zoom {meta['zoom']}" if meta["scheme"] == "xyz" else f"{meta['cell_size_m']:g} m"
-    say(progress, f"{meta['n_cells']} cells ({size}, {meta['ground_cell_size_m']:g} m on the "
-                  f"ground) in {meta['crs']}")
-    if specs:
-        cf = run_indicators(cf, progress, specs)
-    write_styled(cf, output, style_column)
-    if imagery["imagery"]:
-        cf, report = run_chips(cf, output, progress, overwrite=overwrite, **imagery)
-        write_cells(output, cf)
-        say(progress, report.summary())
-    say(progress, f"-> {output}")
+    for line in api.grid(**options, progress=progress).lines():
+        say(progress, line)
 
 
 @click.command()
@@ -130,9 +91,7 @@ def rasterize(ctx: click.Context, cells: Path, columns: tuple[str, ...], output:
       urbangeo rasterize cells.gpkg pop -o pop.tif
       urbangeo rasterize cells.gpkg pop night_lights -o indicators.tif --ramp YlOrRd
     """
-    refuse_overwrite(output, overwrite)
     progress = progress_of(ctx)
-    cf = read_cells(cells)
-    write_cell_raster(cf, columns, output, ramp=ramp, progress=progress)
-    say(progress, f"{len(columns)} band(s) ({', '.join(columns)}) from {len(cf.cells)} cells "
-                  f"-> {output}")
+    for line in api.rasterize(cells, columns, output, ramp=ramp, overwrite=overwrite,
+                              progress=progress).lines():
+        say(progress, line)
