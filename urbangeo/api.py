@@ -214,10 +214,17 @@ def grid(
     _write_styled(result.cells, output, style_column)
     sources = _imagery(imagery)
     if sources:
-        result.cells, result.chips = _cut_chips(
-            result.cells, output, sources, tile_px=tile_px, bands=bands, band_names=band_names,
-            nir_band=nir_band, store=store, cache_dir=cache_dir, workers=workers,
-            min_valid_frac=min_valid_frac, overwrite=overwrite, progress=progress)
+        try:
+            result.cells, result.chips = _cut_chips(
+                result.cells, output, sources, tile_px=tile_px, bands=bands,
+                band_names=band_names, nir_band=nir_band, store=store, cache_dir=cache_dir,
+                workers=workers, min_valid_frac=min_valid_frac, overwrite=overwrite,
+                progress=progress)
+        except InputError:
+            # A mistake in the imagery options is found before any chip is cut: leave no
+            # cells file behind, so the corrected command runs without --overwrite.
+            output.unlink(missing_ok=True)
+            raise
     return result
 
 

@@ -100,6 +100,16 @@ def test_failed_write_leaves_nothing_behind(tmp_path: Path, monkeypatch) -> None
     assert list(tmp_path.iterdir()) == []
 
 
+def test_grid_with_a_bad_imagery_path_leaves_no_cells_file(tmp_path: Path) -> None:
+    """The corrected command must then run as typed, without --overwrite."""
+    out = tmp_path / "cells.gpkg"
+    result = _run("grid", "--bbox", BBOX, "-o", str(out), "--imagery", str(tmp_path / "no.tif"))
+    assert isinstance(result.exception, InputError)
+    assert "no.tif" in str(result.exception)
+    assert not out.exists()
+    assert _run("grid", "--bbox", BBOX, "-o", str(out)).exit_code == 0
+
+
 def test_rasterize_writes_valid_cog_with_sidecar(tmp_path: Path) -> None:
     cells = tmp_path / "cells.gpkg"
     assert _run("grid", "--bbox", BBOX, "-o", str(cells)).exit_code == 0
