@@ -24,9 +24,13 @@ def _modules_imported_by(code: str) -> set[str]:
     return set(out.split())
 
 
-@pytest.mark.parametrize("module", ["urbangeo", "urbangeo.api", "urbangeo.geo.cells",
-                                    "urbangeo.cli.main"])
-def test_geo_layer_and_cli_entry_do_not_import_torch(module: str) -> None:
+@pytest.mark.parametrize("module", [
+    "urbangeo", "urbangeo.api", "urbangeo.cli.main", "urbangeo.geo.cells", "urbangeo.geo.grid",
+    "urbangeo.geo.chips", "urbangeo.geo.indicators", "urbangeo.geo.rasterize",
+    "urbangeo.captions.run", "urbangeo.captions.describe", "urbangeo.sample", "urbangeo.demo",
+    "urbangeo.model.tokenizer",
+])
+def test_torch_free_modules_do_not_import_torch(module: str) -> None:
     assert "torch" not in _modules_imported_by(f"import {module}")
 
 
