@@ -281,34 +281,43 @@ def test_gpu_autotune_candidates_fit_the_sequence(candidates):
 
 
 @pytest.mark.filterwarnings("error::RuntimeWarning")  # no call site may fall back to SDPA
-def test_tiny_urbanclip_gives_the_same_losses_with_either_backend(monkeypatch):
-    """Every attention call site of the model (ViT, causal text with padding, cross, poolers)."""
+def test_tiny_urbanclip_trains_the_same_with_either_backend(monkeypatch):
+    """Forward and backward through every attention call site of the model (ViT, poolers,
+    causal text with padding and CLIP's "!" = pad id inside a caption, cross-attention)."""
     urbanclip = pytest.importorskip("urbangeo.model.urbanclip")
     from urbangeo.model.config import UrbanCLIPConfig
 
-    config = UrbanCLIPConfig.from_preset("tiny")
+    config = UrbanCLIPConfig.from_preset("tiny", image_size=32, context_length=10)
     torch.manual_seed(0)
     model = urbanclip.UrbanCLIP(config).eval()
     gen = torch.Generator().manual_seed(1)
     images = torch.rand(2, 3, config.image_size, config.image_size, generator=gen)
-    tokens = torch.randint(3, config.vocab_size, (2, 12), generator=gen)
-    tokens[0, 0], tokens[1, 0] = config.bos_id, config.bos_id
+    tokens = torch.randint(3, config.vocab_size, (2, 9), generator=gen)
+    tokens[:, 0] = config.bos_id
+    tokens[:, 3] = config.pad_id  # text, not padding: it comes before the EOS
+    tokens[1, 6] = config.eos_id
     tokens[1, 7:] = config.pad_id
     kernel_calls = []
     flash = ta.flash_attention
     monkeypatch.setattr(ta, "flash_attention",
                         lambda *a, **kw: kernel_calls.append(1) or flash(*a, **kw))
-    results = {}
+    results, gradients = {}, {}
     for backend in ("sdpa", "triton"):
         monkeypatch.setenv(dispatch.ENV_VAR, backend)
-        with torch.no_grad():
-            results[backend] = model(images, tokens)
+        model.zero_grad()
+        results[backend] = model(images, tokens)
+        results[backend]["losses"]["total"].backward()
+        gradients[backend] = {name: p.grad for name, p in model.named_parameters()}
     assert len(kernel_calls) >= 4  # ViT, pooler(s), text, cross layers
     for key in ("image_emb", "text_emb", "logits"):
         close(results["triton"][key], results["sdpa"][key], atol=1e-5, rtol=1e-4)
     for key in ("con", "lm"):
         close(results["triton"]["losses"][key], results["sdpa"]["losses"][key], atol=1e-5,
               rtol=1e-5)
+    assert all(g is not None for g in gradients["triton"].values())
+    for name, grad in gradients["triton"].items():
+        scale = gradients["sdpa"][name].abs().max().item()
+        close(grad, gradients["sdpa"][name], atol=1e-5 * max(scale, 1.0), rtol=1e-4)
 
 
 _COMPILE_FOR_H100 = """

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -34,6 +36,7 @@ def _pad(seq: torch.Tensor, width: int, pad_id: int) -> torch.Tensor:
 
 
 def _check_valid(seq: torch.Tensor, cfg: UrbanCLIPConfig) -> None:
+    """BOS first and never again; after the first EOS only padding (the pad id may be text)."""
     assert (seq[:, 0] == cfg.bos_id).all()
     assert ((seq >= 0) & (seq < cfg.vocab_size)).all()
     assert not (seq[:, 1:] == cfg.bos_id).any()
@@ -41,14 +44,13 @@ def _check_valid(seq: torch.Tensor, cfg: UrbanCLIPConfig) -> None:
         if cfg.eos_id in row:
             end = row.index(cfg.eos_id)
             assert all(t == cfg.pad_id for t in row[end + 1:])
-        else:
-            assert cfg.pad_id not in row
 
 
 def test_cached_logits_equal_full_rerun(model, images):
     cfg = model.config
     seq = torch.randint(3, cfg.vocab_size, (4, 9), generator=torch.Generator().manual_seed(1))
     seq[:, 0] = cfg.bos_id
+    seq[:, 3] = cfg.pad_id  # CLIP's "!": text before any EOS, in the full re-run as in the cache
     with torch.no_grad():
         _, image_tokens = model.image_features(images)
         full = model.caption_logits(image_tokens, seq)
@@ -90,6 +92,79 @@ def test_one_beam_is_greedy(model, images):
     greedy = model.generate(images, STEPS, "greedy")
     beam = model.generate(images, STEPS, "beam", num_beams=1)
     assert torch.equal(_pad(beam, greedy.shape[1], model.config.pad_id), greedy)
+
+
+def _brute_force_ranking(model: UrbanCLIP, image: torch.Tensor, max_new: int,
+                         length_penalty: float) -> list[tuple[float, tuple[int, ...]]]:
+    """Every caption of at most ``max_new`` new tokens, best first, scored like beam search.
+
+    Score: total log-probability of the new tokens (EOS included) divided by their count to the
+    power ``length_penalty``; captions that never end are cut at ``max_new`` tokens. Each
+    distribution comes from a full re-run of the model (no cache) with BOS excluded, as a
+    caption never continues with BOS.
+    """
+    cfg = model.config
+    words = [t for t in range(cfg.vocab_size) if t not in (cfg.bos_id, cfg.eos_id)]
+    tails = list(itertools.product(words, repeat=max_new))
+    seqs = torch.tensor([[cfg.bos_id, *tail] for tail in tails])
+    with torch.no_grad():
+        _, image_tokens = model.image_features(image)
+        logits = model.caption_logits(image_tokens.expand(len(tails), -1, -1), seqs).float()
+    logits[..., cfg.bos_id] = float("-inf")
+    logp = logits.log_softmax(-1).tolist()
+    scores: dict[tuple[int, ...], float] = {}
+    for row, tail in enumerate(tails):
+        total = 0.0
+        for n in range(max_new):
+            ended = total + logp[row][n][cfg.eos_id]
+            scores[(cfg.bos_id, *tail[:n], cfg.eos_id)] = ended / (n + 1) ** length_penalty
+            total += logp[row][n][tail[n]]
+        scores[(cfg.bos_id, *tail)] = total / max_new ** length_penalty
+    return sorted(((score, seq) for seq, score in scores.items()), reverse=True)
+
+
+@pytest.mark.parametrize("length_penalty", [0.0, 1.0])
+def test_beam_search_finds_the_brute_force_best_caption(length_penalty):
+    """Vocabulary of 6 (4 tokens besides BOS and EOS), 3 new tokens: 85 possible captions.
+
+    80 beams keep every hypothesis alive, so beam search must return the exact best one; the
+    seed is one where greedy decoding misses it.
+    """
+    torch.manual_seed(5)
+    cfg = UrbanCLIPConfig.from_preset("tiny", image_size=32, context_length=8, vocab_size=6)
+    net = UrbanCLIP(cfg).eval()
+    image = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(7))
+    max_new = 3
+    ranking = _brute_force_ranking(net, image, max_new, length_penalty)
+    assert len(ranking) == 1 + 4 + 16 + 64  # ending after 1, 2, 3 tokens; cut at 3
+    (best_score, best), (second_score, _) = ranking[:2]
+    assert best_score - second_score > 1e-4, "the test needs a unique best caption"
+    beam = net.generate(image, max_new, "beam", num_beams=80, length_penalty=length_penalty)
+    assert tuple(beam[0].tolist()) == best
+    assert tuple(net.generate(image, max_new, "greedy")[0].tolist()) != best
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "beam"])
+def test_pad_id_is_generated_only_where_it_is_a_token(strategy):
+    """CLIP's pad id 0 is also "!": a model that prefers it writes it unless the legacy rule
+    (any pad id is padding) is in force, where the next best token comes instead."""
+    outputs = {}
+    for cls_mask in ("correct", "legacy"):
+        torch.manual_seed(0)
+        cfg = UrbanCLIPConfig.from_preset("tiny", image_size=32, context_length=8, vocab_size=8,
+                                          cls_mask=cls_mask)
+        net = UrbanCLIP(cfg).eval()
+        decoder = net.text_decoder
+        with torch.no_grad():  # the same logits after every prefix: pad id first, 5 second
+            decoder.ln_final.weight.zero_()
+            direction = decoder.ln_final.bias.normal_()
+            decoder.text_projection.zero_()
+            decoder.text_projection[:, cfg.pad_id] = 2 * direction
+            decoder.text_projection[:, 5] = direction
+        image = torch.randn(1, 3, 32, 32)
+        outputs[cls_mask] = net.generate(image, 4, strategy, num_beams=2)[0].tolist()
+    assert outputs["correct"] == [1, 0, 0, 0, 0]
+    assert outputs["legacy"] == [1, 5, 5, 5, 5]
 
 
 def test_top_p_is_deterministic_with_a_seeded_generator(model, images):

@@ -1,4 +1,7 @@
-"""UrbanCLIP network: shapes, masks, causality, losses, gradients, config."""
+"""UrbanCLIP network: shapes, masks, causality, losses, gradients, config.
+
+Attention backends (Triton kernel vs SDPA) are compared on this model in test_attention.py.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import torch.nn.functional as F
 from urbangeo.errors import InputError, ModelError
 from urbangeo.model.config import PRESETS, UrbanCLIPConfig
 from urbangeo.model.losses import caption_loss, contrastive_loss
+from urbangeo.model.tokenizer import clip_tokenizer
 from urbangeo.model.urbanclip import UrbanCLIP
 
 SIZE = 32
@@ -23,13 +27,22 @@ def tiny(**overrides) -> UrbanCLIP:
     return UrbanCLIP(cfg).eval()
 
 
+BANG = 2  # where batch() puts the pad id inside every caption, as CLIP's "!" (id 0) would be
+
+
+def eos_positions(n: int = 3, length: int = 12) -> list[int]:
+    """Where batch() ends its captions: row ``i`` at ``length - 1 - 2 * i``."""
+    return [length - 1 - 2 * i for i in range(n)]
+
+
 def batch(cfg: UrbanCLIPConfig, n: int = 3, length: int = 12) -> tuple[torch.Tensor, torch.Tensor]:
+    """Captions of different lengths (EOS, then padding), each with the pad id inside it."""
     g = torch.Generator().manual_seed(1)
     images = torch.randn(n, 3, cfg.image_size, cfg.image_size, generator=g)
     tokens = torch.randint(3, cfg.vocab_size, (n, length), generator=g)
     tokens[:, 0] = cfg.bos_id
-    for i in range(n):  # captions of different lengths: eos, then padding
-        end = length - 1 - 2 * i
+    tokens[:, BANG] = cfg.pad_id
+    for i, end in enumerate(eos_positions(n, length)):
         tokens[i, end] = cfg.eos_id
         tokens[i, end + 1:] = cfg.pad_id
     return images, tokens
@@ -51,19 +64,56 @@ def test_forward_shapes_and_normalised_embeddings(mode):
     assert set(out["losses"]) == {"total", "con", "lm"}
 
 
+def test_padding_mask_is_what_follows_the_first_eos():
+    correct = UrbanCLIPConfig.from_preset("tiny")
+    legacy = UrbanCLIPConfig.from_preset("tiny", cls_mask="legacy")
+    bos, eos, pad = correct.bos_id, correct.eos_id, correct.pad_id
+    rows = torch.tensor([[bos, 5, pad, 7, eos, pad, pad],
+                         [bos, eos, eos, 9, pad, pad, pad],
+                         [bos, pad, 5, 6, 7, 8, 9]])  # cut without EOS: no padding
+    f, t = False, True
+    assert correct.padding_mask(rows).tolist() == [[f, f, f, f, f, t, t],
+                                                   [f, f, t, t, t, t, t],
+                                                   [f, f, f, f, f, f, f]]
+    assert legacy.padding_mask(rows).tolist() == [[f, f, t, f, f, t, t],
+                                                  [f, f, f, f, t, t, t],
+                                                  [f, t, f, f, f, f, f]]
+    assert correct.padding_mask(rows.numpy()).tolist() == correct.padding_mask(rows).tolist()
+
+
+def test_text_tower_masks_the_keys_the_tokenizer_calls_padding():
+    """CLIP pads with id 0, also the real token "!": only what follows the EOS is padding."""
+    try:
+        tok = clip_tokenizer(context_length=16)
+    except InputError as exc:
+        pytest.skip(f"open-clip-torch (a dev dependency) is not installed: {exc}")
+    model = tiny(vocab_size=tok.vocab_size, pad_id=tok.pad_id, bos_id=tok.bos_id,
+                 eos_id=tok.eos_id)
+    tokens = tok.encode_batch(["dense blocks !(harbour)", "farmland"], return_tensors="pt")
+    end = tokens[0].tolist().index(tok.eos_id)
+    assert tok.pad_id in tokens[0, :end].tolist()  # "!(" holds id 0 before the EOS
+    mask = model.text.key_padding_mask(tokens)
+    assert torch.equal(mask[:, :-1], tok.padding_mask(tokens))
+    assert not mask[:, -1].any()  # the appended CLS is always a key
+    before = model.encode_text(tokens)
+    with torch.no_grad():  # a random shift (a constant one would vanish in the LayerNorm)
+        model.text.token_embedding.weight[tok.pad_id] += torch.randn(model.config.text_width)
+    after = model.encode_text(tokens)
+    assert not torch.allclose(before[0], after[0], atol=1e-3)  # the "!" is read
+    assert torch.allclose(before[1], after[1], atol=1e-6)  # the padding is not
+
+
 def test_padding_content_does_not_change_text_embedding():
     model = tiny()
     _, tokens = batch(model.config)
     before = model.encode_text(tokens)
-    shift = torch.randn(model.config.text_width, generator=torch.Generator().manual_seed(2))
-    with torch.no_grad():
-        model.text.token_embedding.weight[model.config.pad_id] += shift
-    after = model.encode_text(tokens)
-    assert torch.allclose(before, after, atol=1e-6)
-    # Sanity: the same edit on a real token does move the embedding.
-    with torch.no_grad():
-        model.text.token_embedding.weight[tokens[0, 1]] += shift
-    assert not torch.allclose(after, model.encode_text(tokens), atol=1e-3)
+    changed = tokens.clone()
+    for row, end in enumerate(eos_positions()):
+        changed[row, end + 1:] = torch.arange(3, 3 + tokens.shape[1] - end - 1)
+    assert torch.allclose(before, model.encode_text(changed), atol=1e-6)
+    # Sanity: changing a token before the EOS does move the embedding.
+    changed[:, 1] = (changed[:, 1] + 1) % model.config.vocab_size
+    assert not torch.allclose(before, model.encode_text(changed), atol=1e-3)
 
 
 def test_future_tokens_do_not_change_earlier_logits():
@@ -100,19 +150,31 @@ def test_contrastive_loss_matches_explicit_formula():
         expected.item(), rel=1e-5)
 
 
-def test_caption_loss_ignores_padding_and_uses_the_shift():
-    model = tiny()
+@pytest.mark.parametrize("cls_mask", ["correct", "legacy"])
+def test_caption_loss_counts_every_label_up_to_the_eos(cls_mask):
+    """Hand-written expectation: row ``i`` predicts labels 1..EOS; legacy also drops the "!"."""
+    model = tiny(cls_mask=cls_mask)
     images, tokens = batch(model.config)
     out = model(images, tokens)
     logp = out["logits"].log_softmax(-1)
-    terms = [-logp[b, t, tokens[b, t + 1]] for b in range(tokens.shape[0])
-             for t in range(tokens.shape[1] - 1) if tokens[b, t + 1] != model.config.pad_id]
+    dropped = {BANG} if cls_mask == "legacy" else set()
+    terms = [-logp[b, t - 1, tokens[b, t]] for b, end in enumerate(eos_positions())
+             for t in range(1, end + 1) if t not in dropped]
     expected = torch.stack(terms).mean()
     assert out["losses"]["lm"].item() == pytest.approx(expected.item(), rel=1e-5)
-    assert caption_loss(out["logits"], out["labels"], 0).item() == pytest.approx(
-        expected.item(), rel=1e-5)
     total = model.config.lambda_con * out["losses"]["con"] + out["losses"]["lm"]
     assert out["losses"]["total"].item() == pytest.approx(total.item(), rel=1e-6)
+
+
+def test_caption_loss_leaves_out_exactly_the_given_labels():
+    g = torch.Generator().manual_seed(4)
+    logits = torch.randn(2, 3, 5, generator=g)
+    labels = torch.tensor([[0, 4, 1], [2, 0, 3]])  # label 0 is an ordinary class here
+    padding = torch.tensor([[False, False, True], [False, True, True]])
+    logp = logits.log_softmax(-1)
+    expected = -(logp[0, 0, 0] + logp[0, 1, 4] + logp[1, 0, 2]) / 3
+    assert caption_loss(logits, labels, padding).item() == pytest.approx(expected.item(),
+                                                                         rel=1e-6)
 
 
 def test_loss_weights_come_from_config():
@@ -136,15 +198,6 @@ def test_every_parameter_gets_a_gradient(mode):
     dead = [n for n, p in model.named_parameters()
             if p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0]
     assert dead == []
-
-
-def test_sdpa_backend_forced_by_env_gives_same_outputs(monkeypatch):
-    model = tiny()
-    images, tokens = batch(model.config)
-    default = model(images, tokens)["losses"]["total"]
-    monkeypatch.setenv("URBANGEO_ATTENTION", "sdpa")
-    forced = tiny()(images, tokens)["losses"]["total"]
-    assert torch.allclose(default, forced, atol=1e-6)
 
 
 def test_wrong_inputs_raise_clear_errors():

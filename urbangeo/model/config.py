@@ -10,9 +10,15 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from urbangeo.errors import ModelError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    TokenIds: TypeAlias = torch.Tensor | np.ndarray
 
 #: open_clip / OpenAI CLIP pixel statistics (the CoCa weights expect them).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -32,8 +38,11 @@ class UrbanCLIPConfig:
     output is the contrastive embedding and the other ``n_queries - 1`` feed the decoder).
 
     ``cls_mask``: the text tower appends a CLS token after the padded sequence. ``"correct"``
-    masks the padding keys; ``"legacy"`` reproduces open_clip CoCa's off-by-one padding mask
-    (key ``j`` masked when token ``j - 1`` is padding), which its pretrained weights learnt with.
+    masks the padding keys, padding being every position after the first ``eos_id`` (as
+    :meth:`UrbanTokenizer.padding_mask` finds it: the CLIP vocabulary pads with id 0, which is
+    also the token ``!``). ``"legacy"`` reproduces open_clip CoCa, which its pretrained weights
+    learnt with: every ``pad_id`` is padding (``!`` included) and the key mask is off by one
+    (key ``j`` masked when token ``j - 1`` is padding). See :meth:`padding_mask`.
 
     ``text_layers`` unimodal layers give the text embedding; ``multimodal_layers`` more layers
     (self-attention, then cross-attention to the generative pooler outputs) predict tokens.
@@ -81,6 +90,19 @@ class UrbanCLIPConfig:
     def n_image_tokens(self) -> int:
         """How many image tokens the multimodal decoder cross-attends to."""
         return self.n_queries - 1 if self.pooler_mode == "single" else self.n_queries
+
+    def padding_mask(self, tokens: TokenIds) -> TokenIds:
+        """True where ``tokens`` (..., L) are padding: the rule text tower, loss and decoding share.
+
+        ``"correct"``: every position after the first ``eos_id`` of its row, whatever its id, so
+        a real token sharing the pad id (CLIP's ``!``) is text. ``"legacy"``: ``tokens ==
+        pad_id``, open_clip CoCa's rule, kept bit for bit for its pretrained weights. Works on
+        torch tensors and numpy arrays alike.
+        """
+        if self.cls_mask == "legacy":
+            return tokens == self.pad_id
+        is_eos = tokens == self.eos_id
+        return is_eos.cumsum(-1) > is_eos
 
     def validate(self) -> None:
         """Raise ModelError naming the first inconsistent field (configs come from user files)."""

@@ -17,6 +17,7 @@ from urbangeo.errors import InputError
 from urbangeo.model.layers import KVCache
 
 if TYPE_CHECKING:
+    from urbangeo.model.config import UrbanCLIPConfig
     from urbangeo.model.urbanclip import UrbanCLIP
 
 STRATEGIES = ("greedy", "beam", "top_p")
@@ -52,9 +53,20 @@ class _Stepper:
             cross_cache.reorder(index)
 
 
-def _forbid_specials(logits: Tensor, pad_id: int, bos_id: int) -> Tensor:
-    """A caption never continues with padding or a new BOS."""
-    logits[:, [pad_id, bos_id]] = float("-inf")
+def _never_generated(cfg: UrbanCLIPConfig) -> list[int]:
+    """Ids a caption never continues with: BOS, and the pad id where it would read as padding.
+
+    Asked of :meth:`UrbanCLIPConfig.padding_mask` rather than assumed: under ``"legacy"`` a pad
+    id is padding wherever it stands, so generating it would end the caption unseen; under
+    ``"correct"`` only what follows the EOS is padding, so the pad id is an ordinary token
+    there (CLIP's ``!``).
+    """
+    after_bos = torch.tensor([[cfg.bos_id, cfg.pad_id]])
+    return [cfg.bos_id, *([cfg.pad_id] if bool(cfg.padding_mask(after_bos)[0, 1]) else [])]
+
+
+def _forbid(logits: Tensor, forbidden: list[int]) -> Tensor:
+    logits[:, forbidden] = float("-inf")
     return logits
 
 
@@ -67,11 +79,11 @@ def _sample_top_p(logits: Tensor, top_p: float, generator: torch.Generator | Non
 
 
 def _sample_loop(stepper: _Stepper, seq: Tensor, max_new_tokens: int, strategy: str, *,
-                 pad_id: int, bos_id: int, eos_id: int, top_p: float, temperature: float,
-                 generator: torch.Generator | None) -> Tensor:
+                 forbidden: list[int], pad_id: int, eos_id: int, top_p: float,
+                 temperature: float, generator: torch.Generator | None) -> Tensor:
     done = torch.zeros(seq.shape[0], dtype=torch.bool, device=seq.device)
     for _ in range(max_new_tokens):
-        logits = _forbid_specials(stepper.next_logits(seq), pad_id, bos_id)
+        logits = _forbid(stepper.next_logits(seq), forbidden)
         if strategy == "greedy":
             token = logits.argmax(-1)
         else:
@@ -85,7 +97,8 @@ def _sample_loop(stepper: _Stepper, seq: Tensor, max_new_tokens: int, strategy: 
 
 
 def _beam_search(stepper: _Stepper, seq: Tensor, max_new_tokens: int, num_beams: int, *,
-                 pad_id: int, bos_id: int, eos_id: int, length_penalty: float) -> Tensor:
+                 forbidden: list[int], pad_id: int, eos_id: int, length_penalty: float
+                 ) -> Tensor:
     """Standard beam search; hypotheses are ranked by ``sum log p / n_new ** length_penalty``."""
     batch, k = seq.shape[0], num_beams
     rows = torch.arange(batch, device=seq.device).repeat_interleave(k)
@@ -100,7 +113,7 @@ def _beam_search(stepper: _Stepper, seq: Tensor, max_new_tokens: int, num_beams:
         return score / n_new ** length_penalty
 
     for step in range(1, max_new_tokens + 1):
-        logp = _forbid_specials(stepper.next_logits(seq), pad_id, bos_id).log_softmax(-1)
+        logp = _forbid(stepper.next_logits(seq), forbidden).log_softmax(-1)
         vocab = logp.shape[-1]
         cand = (scores.view(-1, 1) + logp).view(batch, k * vocab)
         top_scores, top_idx = cand.topk(2 * k, dim=-1)
@@ -149,7 +162,8 @@ def generate(model: UrbanCLIP, images: Tensor, *, max_new_tokens: int = 30,
     """Caption ids (B, T): the prompt (default: BOS), new tokens, EOS, then padding.
 
     ``top_p`` sampling draws from ``generator`` so a seeded generator gives the same captions.
-    Padding and BOS are never generated. The model is put in eval mode for the call.
+    BOS is never generated, nor is the pad id where it means padding.
+    The model is put in eval mode for the call.
     """
     cfg = model.config
     if strategy not in STRATEGIES:
@@ -160,8 +174,8 @@ def generate(model: UrbanCLIP, images: Tensor, *, max_new_tokens: int = 30,
     if max_new_tokens < 1 or prompt.shape[1] + max_new_tokens > cfg.context_length:
         raise InputError(f"max_new_tokens must be between 1 and {cfg.context_length} minus the "
                          f"prompt length ({prompt.shape[1]}), got {max_new_tokens}")
-    if strategy == "beam" and not 1 <= num_beams <= cfg.vocab_size // 2:
-        raise InputError(f"num_beams must be between 1 and {cfg.vocab_size // 2}")
+    if strategy == "beam" and num_beams < 1:
+        raise InputError(f"num_beams must be at least 1, got {num_beams}")
     if strategy == "top_p" and not (0.0 < top_p <= 1.0 and temperature > 0):
         raise InputError("top_p must be in (0, 1] and temperature > 0")
     was_training = model.training
@@ -169,7 +183,7 @@ def generate(model: UrbanCLIP, images: Tensor, *, max_new_tokens: int = 30,
     try:
         _, image_tokens = model.image_features(images)
         stepper = _Stepper(model, image_tokens, use_cache)
-        ids = dict(pad_id=cfg.pad_id, bos_id=cfg.bos_id, eos_id=cfg.eos_id)
+        ids = dict(forbidden=_never_generated(cfg), pad_id=cfg.pad_id, eos_id=cfg.eos_id)
         if strategy == "beam":
             return _beam_search(stepper, prompt, max_new_tokens, num_beams,
                                 length_penalty=length_penalty, **ids)

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+_IGNORE = -100  # a label no vocabulary uses: cross_entropy skips it
+
 
 def contrastive_loss(image_emb: Tensor, text_emb: Tensor, logit_scale: Tensor) -> Tensor:
     """Symmetric InfoNCE: pair ``i`` is the positive of row and column ``i``.
@@ -19,19 +21,22 @@ def contrastive_loss(image_emb: Tensor, text_emb: Tensor, logit_scale: Tensor) -
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
 
 
-def caption_loss(logits: Tensor, labels: Tensor, pad_id: int) -> Tensor:
-    """Next-token cross-entropy; ``logits[:, t]`` predicts ``labels[:, t]``, padding ignored.
+def caption_loss(logits: Tensor, labels: Tensor, padding: Tensor) -> Tensor:
+    """Next-token cross-entropy; ``logits[:, t]`` predicts ``labels[:, t]``.
 
     The shift is done by the caller (``labels = tokens[:, 1:]``, logits from ``tokens[:, :-1]``),
-    so both tensors have the same length here.
+    so all three tensors have the same length here. Labels where ``padding`` is True are left
+    out: the caller finds them with :meth:`UrbanCLIPConfig.padding_mask`, because an id alone
+    cannot say (CLIP's pad id 0 is also the token ``!``).
     """
-    return F.cross_entropy(logits.transpose(1, 2).float(), labels, ignore_index=pad_id)
+    kept = labels.masked_fill(padding, _IGNORE)
+    return F.cross_entropy(logits.transpose(1, 2).float(), kept, ignore_index=_IGNORE)
 
 
 def urbanclip_loss(image_emb: Tensor, text_emb: Tensor, logit_scale: Tensor, logits: Tensor,
-                   labels: Tensor, *, pad_id: int, lambda_con: float = 1.0,
+                   labels: Tensor, *, padding: Tensor, lambda_con: float = 1.0,
                    lambda_lm: float = 1.0) -> dict[str, Tensor]:
     """``total = lambda_con * con + lambda_lm * lm`` (paper and official code: 1 and 1)."""
     con = contrastive_loss(image_emb, text_emb, logit_scale)
-    lm = caption_loss(logits, labels, pad_id)
+    lm = caption_loss(logits, labels, padding)
     return {"total": lambda_con * con + lambda_lm * lm, "con": con, "lm": lm}

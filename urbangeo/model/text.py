@@ -21,8 +21,7 @@ class TextTransformer(nn.Module):
     def __init__(self, cfg: UrbanCLIPConfig) -> None:
         super().__init__()
         width, eps = cfg.text_width, cfg.layer_norm_eps
-        self.pad_id = cfg.pad_id
-        self.legacy_cls_mask = cfg.cls_mask == "legacy"
+        self.config = cfg
         self.token_embedding = nn.Embedding(cfg.vocab_size, width)
         nn.init.normal_(self.token_embedding.weight, std=0.02)
         self.cls_emb = nn.Parameter(0.01 * torch.randn(width))
@@ -34,10 +33,11 @@ class TextTransformer(nn.Module):
 
     def key_padding_mask(self, tokens: Tensor) -> Tensor:
         """(B, L + 1) True where a key (token or the appended CLS) must be ignored."""
-        pad = tokens == self.pad_id
+        pad = self.config.padding_mask(tokens)
         never = torch.zeros_like(pad[:, :1])
         # legacy: open_clip CoCa put the CLS "valid" flag first, shifting the mask by one key.
-        return torch.cat([never, pad] if self.legacy_cls_mask else [pad, never], dim=1)
+        legacy = self.config.cls_mask == "legacy"
+        return torch.cat([never, pad] if legacy else [pad, never], dim=1)
 
     def forward(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
         """Tokens (B, L) -> text embedding (B, embed_dim) and token states (B, L, width)."""

@@ -88,8 +88,8 @@ class UrbanCLIP(nn.Module):
         if compute_loss:
             out["losses"] = urbanclip_loss(
                 out["image_emb"], out["text_emb"], out["logit_scale"], out["logits"],
-                out["labels"], pad_id=self.config.pad_id, lambda_con=self.config.lambda_con,
-                lambda_lm=self.config.lambda_lm)
+                out["labels"], padding=self.config.padding_mask(tokens)[:, 1:],
+                lambda_con=self.config.lambda_con, lambda_lm=self.config.lambda_lm)
         return out
 
     def generate(self, images: Tensor, max_new_tokens: int = 30, strategy: str = "greedy",
