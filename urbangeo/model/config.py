@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from urbangeo.errors import ModelError
+from urbangeo.model.tokenizer import padding_after_first_eos
 
 if TYPE_CHECKING:
     import numpy as np
@@ -101,8 +102,7 @@ class UrbanCLIPConfig:
         """
         if self.cls_mask == "legacy":
             return tokens == self.pad_id
-        is_eos = tokens == self.eos_id
-        return is_eos.cumsum(-1) > is_eos
+        return padding_after_first_eos(tokens, self.eos_id)
 
     def validate(self) -> None:
         """Raise ModelError naming the first inconsistent field (configs come from user files)."""

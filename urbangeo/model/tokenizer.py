@@ -296,6 +296,16 @@ class FitResult:
 # The common interface
 # --------------------------------------------------------------------------------------------
 
+def padding_after_first_eos(ids: Any, eos_id: int) -> Any:
+    """True at every position after the first ``eos_id`` of its row (numpy or torch).
+
+    The one padding rule of tokenizer, text tower, loss and decoder: with the CLIP vocabulary
+    the pad id is also the token ``!``, so ``ids == pad_id`` would hide real text.
+    """
+    is_eos = ids == eos_id
+    return is_eos.cumsum(-1) > is_eos
+
+
 class UrbanTokenizer:
     """One interface over both kinds; see the module docstring for their ids."""
 
@@ -375,8 +385,7 @@ class UrbanTokenizer:
         Works on numpy arrays and torch tensors alike. Needed because the clip kind pads with
         id 0, which is also the token ``!``, so ``ids == pad_id`` would hide real text.
         """
-        is_eos = ids == self.eos_id
-        return is_eos.cumsum(-1) > is_eos
+        return padding_after_first_eos(ids, self.eos_id)
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text of one row of ids: stops at ``<end_of_text>``, skips the special tokens.
