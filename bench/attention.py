@@ -291,6 +291,7 @@ def bench_model(args: argparse.Namespace, dtype, device, triton_ok: bool) -> dic
         tokens = torch.randint(3, config.vocab_size, (b, n), generator=gen)
         lengths = torch.randint(n // 4, n + 1, (b,), generator=gen)
         tokens[torch.arange(n)[None, :] >= lengths[:, None]] = config.pad_id
+        tokens[torch.arange(b), lengths - 1] = config.eos_id  # padding follows the first eos
         tokens[:, 0] = config.bos_id
         return images.to(device), tokens.to(device)
 
