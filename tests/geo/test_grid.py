@@ -147,6 +147,36 @@ def test_aoi_drawn_in_a_polar_crs_is_gridded_as_drawn() -> None:
     assert math.pi * 12**2 < len(cells) < math.pi * (12 + math.sqrt(2)) ** 2
 
 
+def test_polar_aoi_around_the_pole_is_fully_gridded_in_the_automatic_crs() -> None:
+    """A 300 km disk around the North Pole drawn in EPSG:3413 must not pass through lon/lat
+    (where its outline becomes a line of constant latitude and the disk collapses)."""
+    arctic = pyproj.CRS.from_epsg(3413)
+    disk = AOI(shapely.Point(0, 0).buffer(300_000, quad_segs=64), arctic, "disk around the pole")
+    cf = build_grid(disk, cell_size=10_000)
+    assert cf.metadata["grid"]["crs"] == "EPSG:32661"
+    to_ups = pyproj.Transformer.from_crs(arctic, 32661, always_xy=True)
+    rim = [to_ups.transform(300_000 * math.cos(a), 300_000 * math.sin(a))
+           for a in np.linspace(0, 2 * math.pi, 16, endpoint=False)]
+    radius = np.mean([math.dist(p, (2_000_000, 2_000_000)) for p in rim]) / 10_000  # in cells
+    cells = cf.cells
+    assert math.pi * radius**2 < len(cells) < math.pi * (radius + math.sqrt(2)) ** 2  # ~2,800
+    assert shapely.contains_xy(shapely.union_all(cells.geometry.values), 2_000_000, 2_000_000)
+    with pytest.raises(GeometryError, match="pole.*--scheme metric"):
+        build_grid(disk, scheme="xyz", zoom=5)
+
+
+def test_aoi_file_and_crs_are_recorded_for_later_audits(tmp_path: Path) -> None:
+    path = tmp_path / "two.gpkg"
+    frame = gpd.GeoDataFrame(geometry=[shapely.box(-122.1, 37.6, -122.05, 37.65)], crs=4326)
+    pyogrio.write_dataframe(frame, path, layer="b")
+    pyogrio.write_dataframe(frame, path, layer="a")
+    meta = build_grid(path, layer="a").metadata["grid"]
+    assert (meta["aoi_source"], meta["aoi_layer"], meta["aoi_crs"]) == (
+        str(path.resolve()), "a", "EPSG:4326")
+    meta = build_grid(bbox="500000,4100000,502000,4102000", bbox_crs="EPSG:32610").metadata
+    assert meta["grid"]["aoi_crs"] == "EPSG:32610" and meta["grid"]["aoi_layer"] is None
+
+
 def test_multi_zone_aoi_accepted_when_near_meridian_else_refused_with_advice() -> None:
     two_zones = build_grid(bbox="-126,40,-120,40.5", cell_size=5000)
     assert two_zones.metadata["grid"]["crs"] == "EPSG:32610"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pyproj
 import pytest
 import rasterio
 import shapely
@@ -14,7 +16,9 @@ from rasterio import features
 from rasterio.transform import from_origin
 
 from urbangeo.errors import CRSError, DataError, InputError, NoOverlapError
+from urbangeo.geo.aoi import AOI
 from urbangeo.geo.cells import CellsFile, read_cells, write_cells
+from urbangeo.geo.grid import build_grid
 from urbangeo.geo.indicators import IndicatorSpec, add_indicators
 
 # A 1 km x 1 km raster of 10 m pixels in UTM 33N, origin (500000, 4650000) at the top left.
@@ -159,6 +163,64 @@ def test_mean_on_a_geographic_raster_weights_by_true_area(tmp_path: Path) -> Non
     assert report.results[0].cells_value == pytest.approx(expected, rel=2e-3)
 
 
+@pytest.mark.parametrize("raster_crs", ["EPSG:4326", "EPSG:3857"])
+def test_cells_across_the_antimeridian_sum_both_sides(tmp_path: Path, raster_crs: str) -> None:
+    """UTM cells straddling 180° over a world-wide raster of ones: each cell sums to its own
+    area in pixels (not a band around the globe), and the total is preserved."""
+    cells = build_grid(bbox="179.9,-17,-179.9,-16.9")
+    meridian = gpd.GeoSeries([shapely.LineString([(180, -18), (180, -15)])], crs=4326)
+    crosses = shapely.intersects(cells.cells.geometry.values,
+                                 meridian.to_crs(cells.cells.crs).iloc[0])
+    if raster_crs == "EPSG:4326":
+        px, west, north, shape = 0.05, -180.0, -15.0, (60, 7200)
+        raster = _geographic(tmp_path / "ones.tif", np.ones(shape), west, north, px)
+    else:
+        half = math.pi * 6378137.0
+        px = 2 * half / 8000  # ~5 km pixels spanning the world exactly
+        raster = tmp_path / "ones3857.tif"
+        with rasterio.open(raster, "w", driver="GTiff", width=8000, height=80, count=1,
+                           dtype="float32", crs=raster_crs,
+                           transform=from_origin(-half, -1_650_000.0, px, px)) as ds:
+            ds.write(np.ones((1, 80, 8000), "float32"))
+    out, report = add_indicators(cells, [IndicatorSpec("n", raster)])
+    # Independent reference: geodesic cell area over the geodesic (or mercator) pixel area.
+    geod = pyproj.Geod(ellps="WGS84")
+    lonlat = gpd.GeoSeries(shapely.segmentize(cells.cells.geometry.values, 100.0),
+                           crs=cells.cells.crs).to_crs(4326)
+    lat = np.radians(cells.cells.centroid.to_crs(4326).y.to_numpy())
+    area = np.abs([geod.geometry_area_perimeter(g)[0] for g in lonlat])
+    if raster_crs == "EPSG:4326":
+        pixel = np.abs([geod.polygon_area_perimeter([0, px, px, 0], [y - px / 2, y - px / 2,
+                                                                    y + px / 2, y + px / 2])[0]
+                        for y in np.degrees(lat)])
+    else:  # a mercator pixel on the ground: scaled by a cos(lat) / N east-west, / M north-south
+        e2 = geod.es
+        n = geod.a / np.sqrt(1 - e2 * np.sin(lat) ** 2)
+        m = n * (1 - e2) / (1 - e2 * np.sin(lat) ** 2)
+        pixel = px**2 * n * m * np.cos(lat) ** 2 / geod.a**2
+    expected = area / pixel
+    assert crosses.sum() >= 5  # the test holds cells on both sides of 180°
+    assert out.cells["n"].to_numpy() == pytest.approx(expected, rel=2e-3)
+    assert report.results[0].cells_value == pytest.approx(expected.sum(), rel=2e-3)
+    assert report.results[0].raster_value_in_cells == pytest.approx(expected.sum(), rel=2e-3)
+
+
+def test_cells_around_a_pole_on_a_lon_lat_raster_are_refused(tmp_path: Path) -> None:
+    raster = _geographic(tmp_path / "arctic.tif", np.ones((20, 360)), -180.0, 90.0, 1.0)
+    cap = build_grid(bbox="-180,89.5,180,90", cell_size=20_000)
+    with pytest.raises(CRSError, match="pole.*gdalwarp"):
+        add_indicators(cap, [IndicatorSpec("n", raster)])
+    # A ring of cells leaving the pole out is fine; only its union (around the pole) is not.
+    ring = shapely.Point(2_000_000, 2_000_000).buffer(100_000).difference(
+        shapely.Point(2_000_000, 2_000_000).buffer(50_000))
+    cells = build_grid(AOI(ring, pyproj.CRS.from_epsg(32661), "ring"), cell_size=20_000)
+    recorder = _Recorder()
+    out, report = add_indicators(cells, [IndicatorSpec("n", raster)], progress=recorder)
+    assert (out.cells["n"] > 0).all()
+    assert math.isnan(report.results[0].raster_value_in_cells)
+    assert any(kind == "info" and "pole" in str(msg) for kind, msg in recorder.calls)
+
+
 class _Recorder:
     def __init__(self) -> None:
         self.calls: list[tuple[str, object]] = []
@@ -235,7 +297,7 @@ def test_columns_metadata_rerun_and_clashes(tmp_path: Path, ones: Path) -> None:
         add_indicators(back, [IndicatorSpec("a", ones), IndicatorSpec("A", ones)])
 
 
-# ---- real data: San Jose population (EPSG:32610) on cells in California Albers (EPSG:3310) --
+# ---- real data: San Jose population (EPSG:32610) -------------------------------------
 
 def _supersampled_totals(raster: Path, polygons: gpd.GeoSeries, factor: int = 40) -> np.ndarray:
     """Reference independent of exactextract: burn polygon ids on a grid `factor` times finer
@@ -251,38 +313,72 @@ def _supersampled_totals(raster: Path, polygons: gpd.GeoSeries, factor: int = 40
     return np.bincount(ids.ravel(), weights=share.ravel(), minlength=len(geoms) + 1)[1:]
 
 
-def _albers_cells(aoi_albers: shapely.Geometry, size: float = 1000.0) -> gpd.GeoSeries:
-    minx, miny, maxx, maxy = aoi_albers.bounds
-    xs = np.arange(np.floor(minx / size) * size, maxx, size)
-    ys = np.arange(np.floor(miny / size) * size, maxy, size)
-    gx, gy = np.meshgrid(xs, ys)
-    boxes = shapely.box(gx.ravel(), gy.ravel(), gx.ravel() + size, gy.ravel() + size)
-    return gpd.GeoSeries(boxes[shapely.intersects(boxes, aoi_albers)], crs="EPSG:3310")
+def _clipped_to_aoi(cf: CellsFile, aoi: shapely.Geometry) -> CellsFile:
+    """The same cells (and grid metadata) cut to the AOI: together they tile it exactly."""
+    cells = cf.cells.copy()
+    cells.geometry = cells.geometry.intersection(aoi)
+    return CellsFile(cells=cells, metadata=cf.metadata)
 
 
 @pytest.mark.shared_data
 def test_san_jose_totals_preserved_across_crs(shared_data: Path) -> None:
+    """Cells in California Albers (EPSG:3310) over the population raster in UTM 10N."""
     raster = shared_data / "sanjose" / "sanjose_ghs_pop_count_1km.tif"
-    aoi = gpd.read_file(shared_data / "boundaries" / "san-jose.geojson").to_crs(3310).union_all()
-    squares = _albers_cells(aoi)
-    clipped = squares.intersection(aoi)  # cells clipped to the AOI tile it exactly
-    frame = gpd.GeoDataFrame({"cell_id": [f"c{i}" for i in range(len(clipped))]},
-                             geometry=clipped.values, crs="EPSG:3310")
-    out, report = add_indicators(CellsFile(cells=frame), [IndicatorSpec.parse(f"pop={raster}:sum")])
+    boundary = shared_data / "boundaries" / "san-jose.geojson"
+    grid = build_grid(boundary, crs="EPSG:3310")
+    assert grid.cells.crs.to_epsg() == 3310
+    aoi = gpd.read_file(boundary).to_crs(3310).union_all()
+    out, report = add_indicators(_clipped_to_aoi(grid, aoi),
+                                 [IndicatorSpec.parse(f"pop={raster}:sum")])
     inside_aoi = _supersampled_totals(raster, gpd.GeoSeries([aoi], crs="EPSG:3310"))[0]
     assert inside_aoi > 500_000  # the reference saw San Jose's population
     assert out.cells["pop"].sum() == pytest.approx(inside_aoi, rel=0.005)
     assert report.results[0].raster_value_in_cells == pytest.approx(inside_aoi, rel=0.005)
 
     # Whole (unclipped) squares: every cell agrees with the supersampled reference.
-    frame = gpd.GeoDataFrame({"cell_id": [f"s{i}" for i in range(len(squares))]},
-                             geometry=squares.values, crs="EPSG:3310")
-    whole, _ = add_indicators(CellsFile(cells=frame), [IndicatorSpec("pop", raster)])
+    squares = grid.cells.geometry
+    whole, _ = add_indicators(grid, [IndicatorSpec("pop", raster)])
     reference = _supersampled_totals(raster, squares)
     got = whole.cells["pop"].fillna(0).to_numpy()
     assert got.sum() == pytest.approx(reference.sum(), rel=0.001)
     big = reference > 1000
     assert np.abs(got[big] - reference[big]).max() <= 0.01 * reference[big].max()
+
+
+@pytest.mark.shared_data
+def test_done_when_grid_then_indicators_reports_the_total_inside_the_aoi(
+        shared_data: Path, tmp_path: Path) -> None:
+    """`urbangeo grid san-jose.geojson` then `indicators`: the cells cut to the AOI hold the
+    raster's total inside the AOI, and the tool reports that total from the grid's AOI."""
+    raster = shared_data / "sanjose" / "sanjose_uspop_count_1km.tif"
+    boundary = shared_data / "boundaries" / "san-jose.geojson"
+    grid = build_grid(boundary)  # automatic CRS: UTM 10N, cells not aligned with the pixels
+    path = tmp_path / "cells.gpkg"
+    write_cells(path, grid)
+    spec = IndicatorSpec("pop", raster)
+    out, report = add_indicators(read_cells(path), [spec])
+    aoi = gpd.read_file(boundary).to_crs(grid.cells.crs).union_all()
+    inside_aoi = _supersampled_totals(raster, gpd.GeoSeries([aoi], crs=grid.cells.crs))[0]
+    assert inside_aoi > 500_000
+    result = report.results[0]
+    assert result.raster_value_in_aoi == pytest.approx(inside_aoi, rel=0.005)
+    assert result.raster_value_in_cells > 1.05 * inside_aoi  # whole cells reach past the AOI
+    assert out.metadata["indicators"]["pop"]["raster_total_in_aoi"] == result.raster_value_in_aoi
+    clipped, _ = add_indicators(_clipped_to_aoi(grid, aoi), [spec])
+    assert clipped.cells["pop"].sum() == pytest.approx(inside_aoi, rel=0.005)
+
+
+def test_aoi_total_from_a_bbox_grid_and_a_missing_aoi_file(tmp_path: Path, ones: Path) -> None:
+    utm33 = f"{X0 + 150},{Y0 - 450},{X0 + 450},{Y0 - 150}"  # 300 m square: 900 pixels
+    grid = build_grid(bbox=utm33, bbox_crs="EPSG:32633", cell_size=100)
+    _, report = add_indicators(grid, [IndicatorSpec("n", ones)])
+    assert report.results[0].raster_value_in_aoi == pytest.approx(900.0)
+    assert report.results[0].raster_value_in_cells == pytest.approx(1600.0)  # 4 x 4 cells
+    grid.metadata["grid"] = {**grid.metadata["grid"], "aoi_source": str(tmp_path / "gone.gpkg")}
+    recorder = _Recorder()
+    _, report = add_indicators(grid, [IndicatorSpec("n", ones)], progress=recorder)
+    assert report.results[0].raster_value_in_aoi is None
+    assert any(kind == "info" and "gone.gpkg" in str(msg) for kind, msg in recorder.calls)
 
 
 # ---- CLI: `urbangeo indicators` ----------------------------------------------------------

@@ -33,8 +33,9 @@ class AOI:
 
     geometry: BaseGeometry
     crs: pyproj.CRS
-    source: str
+    source: str  # "bbox:..." or the vector file's absolute path, recorded in the grid metadata
     n_repaired: int = 0
+    layer: str | None = None  # the layer read from a multi-layer file
 
 
 def parse_crs(text: str | int | pyproj.CRS, what: str = "CRS") -> pyproj.CRS:
@@ -123,7 +124,8 @@ def load_aoi(path: str | Path, *, layer: str | None = None, progress: Progress =
         noun = "geometry" if n_repaired == 1 else "geometries"
         progress.info(f"AOI: repaired {n_repaired} invalid {noun}")
     geometry = _polygonal_union(geoms, str(path))
-    return AOI(geometry, pyproj.CRS(frame.crs), str(path), n_repaired)
+    return AOI(geometry, pyproj.CRS(frame.crs), str(path.resolve()), n_repaired,
+               layer or layers[0])
 
 
 def _polygonal_union(geoms: np.ndarray, source: str) -> BaseGeometry:

@@ -13,16 +13,19 @@ Two schemes:
   up with slippy-map tiles; their true ground size (tile size × cos(latitude)) is reported.
 
 AOIs across the antimeridian are handled by keeping longitudes continuous (179.5..180.5) before
-projecting. Cell selection is vectorised: only cells on the AOI's outline get geometry tests; the
-rest are decided by one point-in-polygon test of their centres, in row batches, so a
-million-cell grid takes seconds.
+projecting. An AOI drawn in a projected CRS goes straight from its CRS to the grid CRS (lon/lat
+only locates it and checks the scale), so one drawn around a pole keeps its shape.
+
+Cell selection is vectorised: only cells on the AOI's outline get geometry tests; the rest are
+decided by one point-in-polygon test of their centres, in row batches, so a million-cell grid
+takes seconds.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,18 +39,22 @@ import urbangeo
 from urbangeo.errors import CRSError, GeometryError, InputError
 from urbangeo.geo.aoi import AOI, aoi_from_bbox, load_aoi, parse_crs
 from urbangeo.geo.cells import CellsFile
+from urbangeo.geo.crs import (
+    WEB_MERCATOR,
+    WEB_MERCATOR_HALF,
+    WEB_MERCATOR_MAX_LAT,
+    WEB_MERCATOR_RADIUS,
+    WGS84,
+    crs_string,
+)
 from urbangeo.geo.styles import outline_style
 from urbangeo.progress import SILENT, Progress
 
-WGS84 = pyproj.CRS.from_epsg(4326)
-WEB_MERCATOR = pyproj.CRS.from_epsg(3857)
 #: Largest linear scale error (|k - 1|) accepted anywhere in the AOI for an auto-chosen CRS:
 #: a nominal 1000 m cell is 990-1010 m on the ground.
 MAX_SCALE_ERROR = 0.01
 UTM_NORTH_LIMIT, UTM_SOUTH_LIMIT = 84.0, -80.0
 UPS_NORTH, UPS_SOUTH = 32661, 32761
-WEB_MERCATOR_HALF = math.pi * 6378137.0  # EPSG:3857 x/y extent is ±this
-WEB_MERCATOR_MAX_LAT = 85.0511287798
 MAX_ZOOM = 24
 #: Candidate cells tested per vectorised batch (bounds memory for huge AOIs).
 BATCH_CELLS = 250_000
@@ -55,6 +62,7 @@ BATCH_CELLS = 250_000
 MAX_CANDIDATES = 200_000_000
 _SEGMENT_DEG = 0.01  # densify lon/lat edges before projecting: straight lines bend
 _SEGMENT_PROJECTED = 1000.0  # the same for edges drawn in a projected CRS (its units)
+_SCALE_STEP_DEG, _SCALE_STEP_PROJECTED = 0.1, 10_000.0  # outline spacing for the scale check
 
 
 @dataclass(frozen=True)
@@ -119,11 +127,6 @@ def crs_tag(crs: pyproj.CRS) -> str:
     return "crs" + hashlib.sha1(crs.to_wkt().encode()).hexdigest()[:8]
 
 
-def crs_string(crs: pyproj.CRS) -> str:
-    epsg = crs.to_epsg()
-    return f"EPSG:{epsg}" if epsg is not None else crs.to_wkt()
-
-
 # -- the AOI in longitude/latitude ------------------------------------------------------------
 
 
@@ -153,12 +156,64 @@ def lonlat_geometry(aoi: AOI) -> BaseGeometry:
 def _polar_side(lonlat: BaseGeometry) -> int:
     """+1 / -1 when the AOI belongs on a polar grid (centroid beyond UTM's limits, or it
     reaches a pole, where longitudes stop meaning anything), else 0."""
-    lat = lonlat.centroid.y
     _, miny, _, maxy = lonlat.bounds
-    if lat > UTM_NORTH_LIMIT or maxy >= 89.999:
+    return _polar(lonlat.centroid.y, miny, maxy)
+
+
+def _polar(centre_lat: float, min_lat: float, max_lat: float) -> int:
+    if centre_lat > UTM_NORTH_LIMIT or max_lat >= 89.999:
         return 1
-    if lat < UTM_SOUTH_LIMIT or miny <= -89.999:
+    if centre_lat < UTM_SOUTH_LIMIT or min_lat <= -89.999:
         return -1
+    return 0
+
+
+@dataclass(frozen=True)
+class Located:
+    """Where an AOI lies on the globe: what choosing and checking a grid CRS needs.
+
+    Built from the AOI in its own CRS, never from a lon/lat polygon of a projected AOI: one
+    drawn around a pole has no lon/lat polygon (its outline becomes a line of latitude).
+    """
+
+    centre: tuple[float, float]  # lon (may exceed 180), lat of the AOI's centroid
+    outline: np.ndarray = field(repr=False)  # (n, 2) lon/lat points along the AOI's outline
+    pole: int = 0  # +1 / -1 when the AOI encloses the North / South Pole
+    lonlat: BaseGeometry | None = field(default=None, repr=False)  # for lon/lat AOIs
+
+    @property
+    def polar(self) -> int:
+        """+1 / -1 when the AOI belongs on a polar grid, else 0."""
+        lats = self.outline[:, 1]
+        return self.pole or _polar(self.centre[1], float(lats.min()), float(lats.max()))
+
+
+def locate(aoi: AOI) -> Located:
+    """The AOI's centre, outline and enclosed pole in lon/lat (see :class:`Located`)."""
+    if aoi.crs.is_geographic:
+        lonlat = lonlat_geometry(aoi)
+        outline = shapely.get_coordinates(shapely.segmentize(lonlat.boundary, _SCALE_STEP_DEG))
+        return Located((lonlat.centroid.x, lonlat.centroid.y), outline, 0, lonlat)
+    to_lonlat = pyproj.Transformer.from_crs(aoi.crs, WGS84, always_xy=True)
+    ring = shapely.get_coordinates(shapely.segmentize(aoi.geometry.boundary,
+                                                      _SCALE_STEP_PROJECTED))
+    outline = np.column_stack(to_lonlat.transform(ring[:, 0], ring[:, 1]))
+    outline = outline[np.isfinite(outline).all(axis=1)]
+    centroid = aoi.geometry.centroid
+    centre = to_lonlat.transform(centroid.x, centroid.y)
+    if not (len(outline) and np.isfinite(centre).all()):
+        raise GeometryError(f"AOI {aoi.source} cannot be placed on the globe from its CRS "
+                            f"{crs_string(aoi.crs)}: check the CRS")
+    return Located((float(centre[0]), float(centre[1])), outline, _pole_inside(aoi))
+
+
+def _pole_inside(aoi: AOI) -> int:
+    """+1 / -1 when the (projected) AOI encloses the North / South Pole, else 0."""
+    to_aoi = pyproj.Transformer.from_crs(WGS84, aoi.crs, always_xy=True)
+    for side in (1, -1):
+        x, y = to_aoi.transform(0.0, 90.0 * side)
+        if math.isfinite(x) and math.isfinite(y) and shapely.contains_xy(aoi.geometry, x, y):
+            return side
     return 0
 
 
@@ -181,30 +236,29 @@ def _wrap_lon(lon: np.ndarray) -> np.ndarray:
 # -- choosing the grid CRS --------------------------------------------------------------------
 
 
-def auto_crs(lonlat: BaseGeometry) -> pyproj.CRS:
+def auto_crs(where: Located) -> pyproj.CRS:
     """UTM zone of the AOI centroid, or UPS north/south beyond UTM's latitude limits."""
-    polar = _polar_side(lonlat)
+    polar = where.polar
     if polar:
         return pyproj.CRS.from_epsg(UPS_NORTH if polar > 0 else UPS_SOUTH)
-    centroid = lonlat.centroid
-    lon, lat = float(_wrap_lon(centroid.x)), centroid.y
+    lon, lat = float(_wrap_lon(where.centre[0])), where.centre[1]
     zone = int((lon + 180.0) // 6.0) % 60 + 1
     return pyproj.CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
 
 
-def scale_error(lonlat: BaseGeometry, crs: pyproj.CRS) -> float:
+def scale_error(where: Located, crs: pyproj.CRS) -> float:
     """Largest |k - 1| (linear scale error) of ``crs`` over the AOI's outline."""
-    coords = shapely.get_coordinates(shapely.segmentize(lonlat.boundary, 0.1))
+    coords = where.outline
     factors = pyproj.Proj(crs).get_factors(_wrap_lon(coords[:, 0]), coords[:, 1])
     k = np.asarray(factors.meridional_scale)
     return float(np.nanmax(np.abs(k - 1.0)))
 
 
-def _check_user_crs(crs: pyproj.CRS, lonlat: BaseGeometry) -> None:
+def _check_user_crs(crs: pyproj.CRS, where: Located) -> None:
     units = {axis.unit_name for axis in crs.axis_info}
     if crs.is_projected and units <= {"metre", "meter"}:
         return
-    suggestion = crs_string(auto_crs(lonlat))
+    suggestion = crs_string(auto_crs(where))
     kind = "geographic (degrees)" if crs.is_geographic else f"not in metres ({', '.join(units)})"
     raise CRSError(
         f"--crs {crs_string(crs) if crs.to_epsg() else crs.name} is {kind}: cells are squares "
@@ -213,14 +267,13 @@ def _check_user_crs(crs: pyproj.CRS, lonlat: BaseGeometry) -> None:
     )
 
 
-def _check_scale(lonlat: BaseGeometry, crs: pyproj.CRS) -> float:
-    error = scale_error(lonlat, crs)
+def _check_scale(where: Located, crs: pyproj.CRS) -> float:
+    error = scale_error(where, crs)
     if error <= MAX_SCALE_ERROR:
         return error
-    c = lonlat.centroid
-    lon, lat = float(_wrap_lon(c.x)), c.y
-    if _polar_side(lonlat):  # centre the suggested CRS on the pole
-        lon, lat = 0.0, 90.0 * _polar_side(lonlat)
+    lon, lat = float(_wrap_lon(where.centre[0])), where.centre[1]
+    if where.polar:  # centre the suggested CRS on the pole
+        lon, lat = 0.0, 90.0 * where.polar
     raise GeometryError(
         f"AOI is too wide for one UTM/UPS zone ({crs.name}): cell sizes would be off by up to "
         f"{100 * error:.1f}% (limit {100 * MAX_SCALE_ERROR:.0f}%). Split the AOI, or pass a CRS "
@@ -233,13 +286,18 @@ def _check_scale(lonlat: BaseGeometry, crs: pyproj.CRS) -> float:
 # -- selecting cells --------------------------------------------------------------------------
 
 
-def _project_to_grid(aoi: AOI, lonlat: BaseGeometry, crs: pyproj.CRS) -> BaseGeometry:
+def _project_to_grid(aoi: AOI, where: Located, crs: pyproj.CRS) -> BaseGeometry:
+    """The AOI in the grid CRS: a projected AOI straight from its own CRS (through lon/lat a
+    ring around a pole would collapse), a lon/lat one with continuous longitudes."""
     if aoi.crs.equals(crs):
         return aoi.geometry
     if crs.equals(WEB_MERCATOR):
-        return _to_web_mercator(lonlat)
+        return _to_web_mercator(where.lonlat or lonlat_geometry(aoi))
+    if aoi.crs.is_projected:
+        transformer = pyproj.Transformer.from_crs(aoi.crs, crs, always_xy=True)
+        return _transform(shapely.segmentize(aoi.geometry, _SEGMENT_PROJECTED), transformer)
     transformer = pyproj.Transformer.from_crs(WGS84, crs, always_xy=True)
-    return _transform(shapely.segmentize(lonlat, _SEGMENT_DEG), transformer)
+    return _transform(shapely.segmentize(where.lonlat, _SEGMENT_DEG), transformer)
 
 
 def _to_web_mercator(lonlat: BaseGeometry) -> BaseGeometry:
@@ -250,7 +308,7 @@ def _to_web_mercator(lonlat: BaseGeometry) -> BaseGeometry:
             f"AOI reaches latitude {max(abs(miny), abs(maxy)):.2f}°, beyond web-mercator tiles "
             f"(±{WEB_MERCATOR_MAX_LAT:.2f}°): use --scheme metric"
         )
-    a = 6378137.0
+    a = WEB_MERCATOR_RADIUS
 
     def fn(xy: np.ndarray) -> np.ndarray:
         lon, lat = np.radians(xy[:, 0]), np.radians(xy[:, 1])
@@ -361,21 +419,15 @@ def make_grid(
         raise InputError(f"--min-overlap {min_overlap:g} must be a fraction between 0 and 1")
     if crs is not None:
         crs = parse_crs(crs, "--crs")
-    if crs is not None and aoi.crs.is_projected and crs.equals(aoi.crs):
-        # Gridding in the AOI's own CRS: no reprojection, so an AOI drawn in a polar or
-        # antimeridian-friendly CRS is used as drawn; lon/lat only locates its centre.
-        lonlat = _transform(aoi.geometry.centroid,
-                            pyproj.Transformer.from_crs(aoi.crs, WGS84, always_xy=True))
-    else:
-        lonlat = lonlat_geometry(aoi)
+    where = locate(aoi)
     if scheme == "xyz":
-        spec, ground = _xyz_spec(lonlat, zoom, crs, progress)
+        spec, ground = _xyz_spec(where, zoom, crs, progress)
         error = None
     elif scheme == "metric":
-        spec, ground, error = _metric_spec(lonlat, cell_size, crs, zoom, progress)
+        spec, ground, error = _metric_spec(where, cell_size, crs, zoom, progress)
     else:
         raise InputError(f"unknown grid scheme '{scheme}': use 'metric' or 'xyz'")
-    aoi_grid = _project_to_grid(aoi, lonlat, spec.crs)
+    aoi_grid = _project_to_grid(aoi, where, spec.crs)
     cols, rows = select_cells(aoi_grid, spec, min_overlap, progress)
     if scheme == "xyz":
         cols = cols % (2**spec.zoom)  # tiles east of 180° are the world's first tiles again
@@ -386,7 +438,8 @@ def make_grid(
     metadata: dict[str, Any] = {"grid": {
         "scheme": scheme, "crs": crs_string(spec.crs), "cell_size_m": spec.cell_size,
         "zoom": spec.zoom, "ground_cell_size_m": round(ground, 2), "origin": list(spec.origin),
-        "aoi_source": aoi.source, "min_overlap": min_overlap, "n_cells": len(cells),
+        "aoi_source": aoi.source, "aoi_layer": aoi.layer, "aoi_crs": crs_string(aoi.crs),
+        "min_overlap": min_overlap, "n_cells": len(cells),
         "max_scale_error": None if error is None else round(error, 6),
         "urbangeo_version": urbangeo.__version__,
     }}
@@ -395,7 +448,7 @@ def make_grid(
 
 
 def _metric_spec(
-    lonlat: BaseGeometry, cell_size: float, crs: pyproj.CRS | None, zoom: int | None,
+    where: Located, cell_size: float, crs: pyproj.CRS | None, zoom: int | None,
     progress: Progress,
 ) -> tuple[GridSpec, float, float | None]:
     if zoom is not None:
@@ -403,17 +456,17 @@ def _metric_spec(
     if not (isinstance(cell_size, (int, float)) and math.isfinite(cell_size) and cell_size > 0):
         raise InputError(f"--cell-size {cell_size} must be a positive number of metres")
     if crs is None:
-        grid_crs = auto_crs(lonlat)
-        error: float | None = _check_scale(lonlat, grid_crs)
+        grid_crs = auto_crs(where)
+        error: float | None = _check_scale(where, grid_crs)
         progress.info(f"grid CRS: {crs_string(grid_crs)} ({grid_crs.name}), chosen from the AOI "
                       f"centroid; scale error at most {100 * error:.2f}%")
     else:
         grid_crs = crs
-        _check_user_crs(grid_crs, lonlat)
+        _check_user_crs(grid_crs, where)
         error = None
-    c = lonlat.centroid
+    lon, lat = where.centre
     try:
-        k = pyproj.Proj(grid_crs).get_factors(float(_wrap_lon(c.x)), c.y).meridional_scale
+        k = pyproj.Proj(grid_crs).get_factors(float(_wrap_lon(lon)), lat).meridional_scale
         ground = cell_size / k if math.isfinite(k) and k > 0 else float(cell_size)
     except pyproj.exceptions.ProjError:
         ground = float(cell_size)
@@ -421,15 +474,18 @@ def _metric_spec(
 
 
 def _xyz_spec(
-    lonlat: BaseGeometry, zoom: int | None, crs: pyproj.CRS | None, progress: Progress
+    where: Located, zoom: int | None, crs: pyproj.CRS | None, progress: Progress
 ) -> tuple[GridSpec, float]:
     if crs is not None:
         raise InputError("--crs does not apply to --scheme xyz (tiles are always EPSG:3857)")
     if zoom is None or not (0 <= zoom <= MAX_ZOOM):
         raise InputError(f"--scheme xyz needs --zoom between 0 and {MAX_ZOOM} "
                          "(zoom 15 gives ~1 km tiles at mid latitudes)")
+    if where.pole:
+        raise GeometryError("AOI encloses a pole, beyond web-mercator tiles (which stop at "
+                            f"±{WEB_MERCATOR_MAX_LAT:.2f}°): use --scheme metric")
     tile = 2 * WEB_MERCATOR_HALF / 2**zoom
-    lat = lonlat.centroid.y
+    lat = where.centre[1]
     ground = tile * math.cos(math.radians(lat))
     progress.info(f"grid: zoom {zoom} tiles are {tile:.1f} web-mercator m, {ground:.1f} m on the "
                   f"ground at latitude {lat:.2f}°")

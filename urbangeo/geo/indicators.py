@@ -10,6 +10,14 @@ raster's total.
 
 Nodata pixels are ignored. A cell with no valid pixel under it gets NaN, never 0: "no data" and
 "nobody lives here" are different answers.
+
+Where the raster's x wraps at the antimeridian (longitude, web mercator), a cell across 180°
+is unwrapped into one piece (179.9..180.1) and extracted at both ends of the raster, the two
+sums added: reprojected naively it would span the whole globe. A cell around a pole has no
+such shape on a lon/lat raster and is refused.
+
+Audits: the raster's total (or mean) inside the union of the cells, and inside the AOI the
+grid was made for when the grid metadata names one that can still be read.
 """
 
 from __future__ import annotations
@@ -31,8 +39,10 @@ from exactextract.raster import NumPyRasterSource, RasterSource
 from pyproj import CRS, Transformer
 from rasterio.windows import Window, from_bounds
 
-from urbangeo.errors import CRSError, DataError, InputError, NoOverlapError
+from urbangeo.errors import CRSError, DataError, InputError, NoOverlapError, UrbangeoError
+from urbangeo.geo.aoi import AOI, aoi_from_bbox, load_aoi
 from urbangeo.geo.cells import CellsFile
+from urbangeo.geo.crs import crs_string, wrap_period
 from urbangeo.progress import SILENT, Progress
 
 Stat = Literal["sum", "mean"]
@@ -117,6 +127,8 @@ class IndicatorResult:
     n_partial: int
     cells_value: float
     raster_value_in_cells: float
+    #: The raster's total (mean) inside the grid's AOI; None when the AOI could not be reread.
+    raster_value_in_aoi: float | None = None
 
     @property
     def n_without_values(self) -> int:
@@ -133,6 +145,8 @@ class IndicatorResult:
             "n_cells_partial": self.n_partial,
             f"cells_{audit}": _json_float(self.cells_value),
             f"raster_{audit}_in_cells": _json_float(self.raster_value_in_cells),
+            f"raster_{audit}_in_aoi": (None if self.raster_value_in_aoi is None
+                                       else _json_float(self.raster_value_in_aoi)),
         }
 
 
@@ -147,13 +161,9 @@ def _json_float(value: float) -> float | None:
     return None if math.isnan(value) else float(value)
 
 
-def _crs_label(crs: CRS) -> str:
-    epsg = crs.to_epsg()
-    return f"EPSG:{epsg}" if epsg else crs.to_wkt()
-
-
 @dataclass(frozen=True)
 class _RasterInfo:
+    label: str  # "indicator 'pop': raster pop.tif", for messages
     crs: CRS
     units: str | None
     res: tuple[float, float]
@@ -177,15 +187,18 @@ def _raster_info(spec: IndicatorSpec, progress: Progress) -> _RasterInfo:
                          "north-up first (gdalwarp)")
     if count > 1:
         progress.info(f"{spec.name}: {spec.raster} has {count} bands; using band 1")
-    return _RasterInfo(CRS.from_user_input(crs), units, res, tuple(bounds))
+    return _RasterInfo(f"indicator '{spec.name}': raster {spec.raster}",
+                       CRS.from_user_input(crs), units, res, tuple(bounds))
 
 
-def _segment_length(geoms: np.ndarray, transformer: Transformer, tol: float) -> float | None:
+def _segment_length(geoms: np.ndarray, transformer: Transformer, tol: float,
+                    period: float | None) -> float | None:
     """Longest edge length that keeps reprojected edges within ``tol`` of their true curves.
 
     A reprojected straight edge bows away from the chord between its reprojected ends by about
     ``k * length**2``; measure that bow on a sample of edges (edge midpoint vs chord midpoint)
     and split edges into as many pieces as make it smaller than ``tol``. ``None``: no need.
+    An edge across the antimeridian is measured unwrapped (x taken modulo ``period``).
     """
     sample = geoms[:: max(1, len(geoms) // _SAMPLE)]  # spread over the whole area
     rings = shapely.get_exterior_ring(shapely.get_parts(sample))
@@ -197,6 +210,8 @@ def _segment_length(geoms: np.ndarray, transformer: Transformer, tol: float) -> 
     pts = np.concatenate([a, b, (a + b) / 2])
     x, y = transformer.transform(pts[:, 0], pts[:, 1])
     t = np.column_stack([x, y]).reshape(3, len(a), 2)
+    if period is not None:
+        t[1:, :, 0] -= period * np.round((t[1:, :, 0] - t[0, :, 0]) / period)
     bow = np.hypot(*(t[2] - (t[0] + t[1]) / 2).T)
     bow = bow[np.isfinite(bow)]
     pieces = math.ceil(math.sqrt(bow.max() / tol)) if bow.size else 1
@@ -206,15 +221,58 @@ def _segment_length(geoms: np.ndarray, transformer: Transformer, tol: float) -> 
 
 
 def _to_raster_crs(geoms: np.ndarray, crs: CRS, raster: _RasterInfo) -> np.ndarray:
-    """Geometries in the raster's CRS, edges densified as much as the raster's pixels need."""
-    if crs == raster.crs:
+    """Geometries in the raster's CRS, edges densified as much as the raster's pixels need,
+    each in one piece across the antimeridian (x may run past the raster's east edge)."""
+    period = wrap_period(raster.crs)
+    if crs != raster.crs:
+        if raster.crs.is_geographic and crs.is_projected and _reaches_pole(geoms, crs):
+            raise _pole_error(raster)
+        transformer = Transformer.from_crs(crs, raster.crs, always_xy=True)
+        step = _segment_length(geoms, transformer, _BOW_TOLERANCE * min(raster.res), period)
+        if step is not None:
+            geoms = shapely.segmentize(geoms, step)
+        geoms = shapely.transform(geoms, lambda xy: np.column_stack(
+            transformer.transform(xy[:, 0], xy[:, 1])))
+    return geoms if period is None else _unwrap(geoms, period, raster)
+
+
+def _unwrap(geoms: np.ndarray, period: float, raster: _RasterInfo) -> np.ndarray:
+    """Shift the western vertices of geometries wider than half the world east by ``period``.
+
+    Reprojection wraps x into one world, so a cell across 180° comes back with vertices at
+    both ends (+179.9 and -179.9): moved together it is the small cell it is. A geometry still
+    that wide encloses a pole, where a lon/lat polygon cannot describe it: refused.
+    """
+    bounds = shapely.bounds(geoms)
+    wide = np.flatnonzero(bounds[:, 2] - bounds[:, 0] > period / 2)  # NaN: not wide
+    if not len(wide):
         return geoms
-    transformer = Transformer.from_crs(crs, raster.crs, always_xy=True)
-    step = _segment_length(geoms, transformer, _BOW_TOLERANCE * min(raster.res))
-    if step is not None:
-        geoms = shapely.segmentize(geoms, step)
-    return shapely.transform(geoms, lambda xy: np.column_stack(
-        transformer.transform(xy[:, 0], xy[:, 1])))
+    coords, which = shapely.get_coordinates(geoms[wide], return_index=True)
+    middle = ((bounds[:, 0] + bounds[:, 2]) / 2)[wide][which]
+    coords[:, 0] += np.where(coords[:, 0] < middle, period, 0.0)
+    out = geoms.copy()
+    out[wide] = shapely.set_coordinates(geoms[wide], coords)
+    minx, _, maxx, _ = shapely.bounds(out[wide]).T
+    if (maxx - minx > period / 2).any():
+        raise _pole_error(raster)
+    return out
+
+
+def _reaches_pole(geoms: np.ndarray, crs: CRS) -> bool:
+    """Whether a geometry (in a projected ``crs``) encloses or touches a pole: in lon/lat the
+    pole is a whole line of latitude, which a reprojected vertex cannot become."""
+    to_crs = Transformer.from_crs(CRS.from_epsg(4326), crs, always_xy=True)
+    x, y = to_crs.transform([0.0, 0.0], [90.0, -90.0])
+    poles = shapely.points(np.column_stack([x, y])[np.isfinite(x) & np.isfinite(y)])
+    return any(shapely.intersects(geoms, pole).any() for pole in poles)
+
+
+def _pole_error(raster: _RasterInfo) -> CRSError:
+    return CRSError(
+        f"{raster.label} is in {crs_string(raster.crs)}, where a polygon reaching a pole has "
+        "no shape: warp the raster to the cells' CRS first (gdalwarp -t_srs <cells CRS> "
+        "in.tif out.tif) or drop the polar cells"
+    )
 
 
 class _WkbFeature(Feature):
@@ -280,11 +338,84 @@ def _extract(pixels: RasterSource | str, geoms: np.ndarray, crs: CRS, ops: list[
     return {col: table[col].to_numpy(dtype=np.float64) for col in table.columns}
 
 
-def _value_op(stat: Stat, geographic: bool) -> str:
-    # In a geographic CRS pixels shrink towards the poles: weight the mean by true pixel area.
-    if stat == "mean" and geographic:
-        return "mean(coverage_weight=area_spherical_m2)"
-    return stat
+def _ops(stat: Stat, geographic: bool) -> list[str]:
+    """exactextract operations that add up across the pieces of a geometry: ``value`` (sum of
+    value x weight), ``cover`` (valid pixels covered, in pixels) and, for a mean in a
+    geographic CRS, ``weight`` (true area of the valid pixels covered). mean = value / weight.
+    """
+    if stat == "mean" and geographic:  # degree pixels shrink towards the poles
+        return ["value=sum(coverage_weight=area_spherical_m2)",
+                "weight=count(coverage_weight=area_spherical_m2)", "cover=count"]
+    return ["value=sum", "cover=count"]
+
+
+def _overlaps(geoms: np.ndarray, raster: _RasterInfo) -> list[tuple[float, np.ndarray]]:
+    """``(x shift, indices)`` for each copy of the world where geometries meet the raster:
+    just ``0`` unless the raster's x wraps, then also one world west and one east."""
+    period = wrap_period(raster.crs)
+    b = shapely.bounds(geoms)
+    finite = np.isfinite(b).all(axis=1)  # outside the raster CRS's valid area: never met
+    west, south, east, north = raster.bounds
+    out = []
+    for shift in (0.0,) if period is None else (0.0, -period, period):
+        hit = finite & (b[:, 0] + shift < east) & (b[:, 2] + shift > west) & (b[:, 1] < north) \
+            & (b[:, 3] > south)
+        if hit.any():
+            out.append((shift, np.flatnonzero(hit)))
+    return out
+
+
+def _zonal(spec: IndicatorSpec, raster: _RasterInfo, geoms: np.ndarray, stat: Stat,
+           progress: Progress = SILENT, stage: str = "") -> dict[str, np.ndarray]:
+    """The :func:`_ops` sums for each geometry (in the raster's CRS), added up over every copy
+    of the world where it meets the raster (0 where it meets none)."""
+    ops = _ops(stat, raster.crs.is_geographic)
+    totals = {op.partition("=")[0]: np.zeros(len(geoms)) for op in ops}
+    pieces = _overlaps(geoms, raster)
+    todo = sum(len(idx) for _, idx in pieces)
+    done = 0
+    progress.start(stage, todo)
+    for shift, idx in pieces:
+        part = geoms[idx] if shift == 0.0 else shapely.transform(
+            geoms[idx], lambda xy, dx=shift: xy + (dx, 0.0))
+        base = done
+
+        def report(fraction: float, _message: str = "", base: int = base, n: int = len(idx)
+                   ) -> None:
+            nonlocal done
+            now = base + int(fraction * n)
+            if now > done:
+                progress.advance(now - done)
+                done = now
+
+        pixels = _pixels(spec, raster, shapely.total_bounds(part))
+        stats = _extract(pixels, part, raster.crs, ops, report)
+        report(1.0)  # whatever exactextract last reported, these geometries are done
+        for name, total in totals.items():
+            total[idx] += np.nan_to_num(stats[name])
+    progress.finish()
+    return totals
+
+
+def _aggregate(stats: dict[str, np.ndarray], stat: Stat) -> np.ndarray:
+    """The value per geometry: the sum, or value / weight; NaN without valid pixels."""
+    cover = stats["cover"]
+    weight = stats.get("weight", cover)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        values = stats["value"] if stat == "sum" else stats["value"] / weight
+    return np.where(cover > 0, values, np.nan)
+
+
+def _value_in(spec: IndicatorSpec, raster: _RasterInfo, geom: shapely.Geometry, crs: CRS,
+              what: str, progress: Progress) -> float | None:
+    """The raster's total (mean) inside one polygon given in ``crs``, for the audits; None
+    (said through ``progress``) when the polygon cannot be placed on the raster."""
+    try:
+        geoms = _to_raster_crs(np.array([geom]), crs, raster)
+    except UrbangeoError as exc:
+        progress.info(f"{spec.name}: no total inside {what} ({exc})")
+        return None
+    return float(_aggregate(_zonal(spec, raster, geoms, spec.stat), spec.stat)[0])
 
 
 def _cells_union(cells: np.ndarray) -> np.ndarray:
@@ -294,63 +425,61 @@ def _cells_union(cells: np.ndarray) -> np.ndarray:
     return np.array([union])
 
 
-def _one_indicator(cells: gpd.GeoSeries, spec: IndicatorSpec, progress: Progress
-                   ) -> tuple[np.ndarray, IndicatorResult]:
+def _one_indicator(cells: gpd.GeoSeries, spec: IndicatorSpec, aoi: AOI | None,
+                   progress: Progress) -> tuple[np.ndarray, IndicatorResult]:
     raster = _raster_info(spec, progress)
     cells_crs = CRS.from_user_input(cells.crs)
     cell_geoms = cells.to_numpy()
     geoms = _to_raster_crs(cell_geoms, cells_crs, raster)
-    finite = np.isfinite(shapely.bounds(geoms)).all(axis=1)  # outside the CRS's valid area
-    if not finite.any() or not shapely.intersects(shapely.box(*raster.bounds),
-                                                  shapely.box(*shapely.total_bounds(geoms[finite]))):
+    if not _overlaps(geoms, raster):
         raise NoOverlapError(
             f"indicator '{spec.name}': raster {spec.raster} does not overlap the cells; "
             "check that the raster covers your area of interest"
         )
-    pixels = _pixels(spec, raster, shapely.total_bounds(geoms[finite]))
-    value_op = _value_op(spec.stat, raster.crs.is_geographic)
-    todo = int(finite.sum())
-    done = 0
-    progress.start(f"indicator {spec.name}", todo)
-
-    def report(fraction: float, _message: str = "") -> None:
-        nonlocal done
-        now = int(fraction * todo)
-        if now > done:
-            progress.advance(now - done)
-            done = now
-
-    stats = _extract(pixels, geoms[finite], raster.crs, [value_op, "count"], report)
-    progress.finish()
-    values = np.full(len(cells), np.nan)
-    valid_cover = np.zeros(len(cells))
-    values[finite] = stats[spec.stat]
-    valid_cover[finite] = stats["count"]  # sum of covered fractions of valid pixels
-    values[valid_cover <= 0] = np.nan
+    stats = _zonal(spec, raster, geoms, spec.stat, progress, f"indicator {spec.name}")
+    values = _aggregate(stats, spec.stat)
     if np.isnan(values).all():
         raise DataError(f"indicator '{spec.name}': raster {spec.raster} holds only nodata under "
                         "the cells; check its nodata value or use another raster")
     cell_pixels = shapely.area(geoms) / (raster.res[0] * raster.res[1])
-    partial = (valid_cover > 0) & (valid_cover < _FULL_COVER * cell_pixels)
-
-    union = _to_raster_crs(_cells_union(cell_geoms), cells_crs, raster)
-    in_union = float(_extract(pixels, union, raster.crs, [value_op])[spec.stat][0])
+    cover = stats["cover"]
+    partial = (cover > 0) & (cover < _FULL_COVER * cell_pixels)
     has = ~np.isnan(values)
     if spec.stat == "sum":
         cells_value = float(values[has].sum())
-    else:
-        weights = valid_cover[has]
-        if raster.crs.is_geographic:  # a degree pixel's true area shrinks with cos(latitude)
-            lat = shapely.get_y(shapely.centroid(geoms[has]))
-            weights = weights * np.cos(np.radians(lat))
-        cells_value = float(np.average(values[has], weights=weights))
+    else:  # weights: true area of the valid pixels in a geographic CRS, else pixel cover
+        cells_value = float(np.average(values[has], weights=stats.get("weight", cover)[has]))
+    in_cells = _value_in(spec, raster, _cells_union(cell_geoms)[0], cells_crs,
+                         "the cells' union", progress)
+    in_aoi = None if aoi is None else _value_in(spec, raster, aoi.geometry,
+                                                CRS.from_user_input(aoi.crs), "the AOI", progress)
     result = IndicatorResult(
         name=spec.name, stat=spec.stat, raster=str(Path(spec.raster).resolve()),
-        raster_crs=_crs_label(raster.crs), units=raster.units, n_cells=len(cells),
+        raster_crs=crs_string(raster.crs), units=raster.units, n_cells=len(cells),
         n_with_values=int(has.sum()), n_partial=int(partial.sum()), cells_value=cells_value,
-        raster_value_in_cells=in_union,
+        raster_value_in_cells=math.nan if in_cells is None else in_cells,
+        raster_value_in_aoi=in_aoi,
     )
     return values, result
+
+
+def _grid_aoi(metadata: dict[str, Any], progress: Progress) -> AOI | None:
+    """The AOI the cells were made for, reread from the ``grid`` metadata (a bbox, or a vector
+    file that still exists), so the raster's total inside it can be reported; else None."""
+    grid = metadata.get("grid") or {}
+    source = grid.get("aoi_source")
+    if not isinstance(source, str):
+        return None
+    try:
+        if source.startswith("bbox:"):
+            return aoi_from_bbox(source.removeprefix("bbox:"), grid.get("aoi_crs") or "EPSG:4326")
+        if Path(source).is_file():
+            return load_aoi(source, layer=grid.get("aoi_layer"))
+        progress.info(f"indicators: AOI file {source} is gone; totals inside it are not reported")
+    except UrbangeoError as exc:
+        progress.info(f"indicators: cannot reread AOI {source} ({exc}); totals inside it are not "
+                      "reported")
+    return None
 
 
 def add_indicators(cells_file: CellsFile, specs: list[IndicatorSpec], *,
@@ -378,12 +507,13 @@ def add_indicators(cells_file: CellsFile, specs: list[IndicatorSpec], *,
                              f"choose another name than '{name}'")
     out = cells.copy()
     report = IndicatorReport()
+    aoi = _grid_aoi(cells_file.metadata, progress)
     for spec in specs:
         stale = existing.get(spec.name.lower())
         if stale is not None:  # re-run, possibly with different capitalisation
             out = out.drop(columns=stale)
             known.pop(stale, None)
-        values, result = _one_indicator(cells.geometry, spec, progress)
+        values, result = _one_indicator(cells.geometry, spec, aoi, progress)
         out[spec.name] = values
         known[spec.name] = result.metadata()
         report.results.append(result)
