@@ -146,6 +146,8 @@ def indicator_lines(report: IndicatorReport) -> list[str]:
             line += f"; {r.n_without_values} without data (NaN)"
         if r.n_partial:
             line += f"; {r.n_partial} partly covered"
+        if r.raster_value_in_aoi is not None:
+            line += f"; raster {what} inside the AOI {_number(r.raster_value_in_aoi)}{units}"
         lines.append(line)
     return lines
 

@@ -19,7 +19,7 @@ from affine import Affine
 from urbangeo._atomic import atomic_path, write_text_atomic
 from urbangeo.errors import InputError
 from urbangeo.geo.cells import CellsFile
-from urbangeo.geo.grid import WEB_MERCATOR_HALF
+from urbangeo.geo.crs import WEB_MERCATOR_HALF
 from urbangeo.geo.styles import raster_style
 from urbangeo.progress import SILENT, Progress
 
