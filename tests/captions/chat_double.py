@@ -5,7 +5,8 @@ has the shape the ``openai`` backend must send (model, messages, a text part and
 of the expected size, the Authorization header when a key is expected), and answers with a
 deterministic made-up caption derived from the image's pixels, so tests can tell chips apart.
 Faults are injected per request from a queue (``faults``) or per image (``fail_if``), and the
-server records every request and the largest number it served at once.
+server records every request (body, and the path with its query and the Authorization header
+in ``seen``) and the largest number it served at once.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ NO_CHOICES = "no_choices"   # 200 with JSON lacking choices
 EMPTY_CONTENT = "empty"     # 200 with an empty message content
 UNAUTHORIZED = "401"        # HTTP 401, echoing the Authorization header back (a careless server)
 REDIRECT = "307"            # a redirect to this same endpoint (a client must not follow it)
+TRUNCATED = "truncated"     # 200 whose body breaks off before its Content-Length (IncompleteRead)
 
 
 def caption_for(image: np.ndarray) -> str:
@@ -55,6 +57,7 @@ class ChatDouble:
     faults: deque[str] = field(default_factory=deque)
     fail_if: Callable[[np.ndarray], bool] | None = None
     requests: list[dict] = field(default_factory=list)
+    seen: list[tuple[str, str | None]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     max_in_flight: int = 0
     url: str = ""
@@ -136,7 +139,9 @@ def _handler(double: ChatDouble) -> type[BaseHTTPRequestHandler]:
 
         def _answer(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-            if self.path != "/v1/chat/completions":
+            with double._lock:
+                double.seen.append((self.path, self.headers.get("Authorization")))
+            if self.path.split("?")[0] != "/v1/chat/completions":
                 self._send(404, b'{"error": "not found"}')
                 return
             image, problem = _validate(double, self.headers, body)
@@ -163,6 +168,12 @@ def _handler(double: ChatDouble) -> type[BaseHTTPRequestHandler]:
                 self._send(200, b'{"id": "x", "object": "chat.completion"}')
             elif fault == EMPTY_CONTENT:
                 self._send(200, _completion(double.model, ""))
+            elif fault == TRUNCATED:
+                self.send_response(200)
+                self.send_header("Content-Length", "1000")
+                self.end_headers()
+                self.wfile.write(b'{"choices": [')
+                self.close_connection = True
             else:
                 if fault == SLOW:
                     time.sleep(double.slow_s)

@@ -123,6 +123,35 @@ def test_rerun_reuses_cache_and_new_prompt_recaptions(tmp_path: Path) -> None:
     assert sorted(forced.calls) == sorted(COVERS)
 
 
+def test_chips_recut_from_other_imagery_are_recaptioned(tmp_path: Path) -> None:
+    path = make_cells(tmp_path)
+    first = Counting()
+    _, before = _run(path, first)
+    recut = ChipStore.create(tmp_path / "cells.chips.zarr", tile_px=TILE, overwrite=True,
+                             band_names=["red", "green", "blue"], pixel_size_m=10.0,
+                             attrs={"sources": [{"source": "other.tif", "kind": "raster"}]})
+    for cid, rgb in COVERS.items():  # same pixels: only the store's identity changed
+        recut.write(cid, np.broadcast_to(np.array(rgb, np.uint8)[:, None, None],
+                                         (3, TILE, TILE)).copy())
+    again = Counting()
+    cf, after = _run(path, again)
+    assert sorted(again.calls) == sorted(COVERS) and after.n_cached == 0
+    assert after.prompt_hash != before.prompt_hash
+    assert set(cf.cells["caption_prompt_hash"].dropna()) == {after.prompt_hash}
+
+
+def test_cells_whose_has_chip_was_cleared_are_not_captioned(tmp_path: Path) -> None:
+    path = make_cells(tmp_path)
+    cf = read_cells(path)
+    cf.cells["has_chip"] = cf.cells["cell_id"].isin(set(COVERS) - {"r0c1"})  # chip still stored
+    write_cells(path, cf)
+    counting = Counting()
+    cf, report = _run(path, counting)
+    assert sorted(counting.calls) == sorted(set(COVERS) - {"r0c1"})
+    assert report.n_without_chip == 2 and report.n_captioned == 4
+    assert pd_isna(cf.cells.set_index("cell_id").loc["r0c1", "caption_raw"])
+
+
 def test_gpkg_columns_stand_in_for_a_lost_cache(tmp_path: Path) -> None:
     path = make_cells(tmp_path)
     _run(path, Counting())

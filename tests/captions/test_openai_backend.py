@@ -3,9 +3,12 @@ server that speaks the chat-completions format, not a real model."""
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import random
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,15 +20,21 @@ from chat_double import (
     REDIRECT,
     SERVER_ERROR,
     SLOW,
+    TRUNCATED,
     UNAUTHORIZED,
     ChatDouble,
     caption_for,
     serve,
 )
+from test_cache_and_run import make_cells
 
+from urbangeo.captions import openai_backend
 from urbangeo.captions.base import ChipInfo
+from urbangeo.captions.cache import default_cache_path
 from urbangeo.captions.openai_backend import OpenAICaptioner
+from urbangeo.captions.run import caption_cells
 from urbangeo.errors import InputError, RemoteError
+from urbangeo.geo.cells import read_cells
 
 KEY = "sk-test-DO-NOT-LEAK-1234567890"
 PX = 24
@@ -56,7 +65,8 @@ def test_success_sends_the_protocol_and_returns_the_content(monkeypatch) -> None
     assert sent["messages"][-1]["content"][0] == {"type": "text", "text": "Describe the city."}
 
 
-@pytest.mark.parametrize("fault", [RATE_LIMIT, SERVER_ERROR, NOT_JSON, NO_CHOICES, EMPTY_CONTENT])
+@pytest.mark.parametrize("fault", [RATE_LIMIT, SERVER_ERROR, NOT_JSON, NO_CHOICES, EMPTY_CONTENT,
+                                   TRUNCATED])
 def test_each_transient_fault_is_retried(monkeypatch, fault: str) -> None:
     sleeps: list[float] = []
     with serve(ChatDouble(api_key=KEY, faults=[fault, fault])) as double:
@@ -72,6 +82,51 @@ def test_rate_limit_waits_at_least_retry_after(monkeypatch) -> None:
     with serve(ChatDouble(faults=[RATE_LIMIT], retry_after="7")) as double:
         _captioner(double.url, monkeypatch, sleeps).caption(_chip(), ChipInfo("c"))
     assert sleeps == [pytest.approx(7.0)]
+
+
+@pytest.mark.parametrize(("header", "wait"), [
+    ("1.5", 1.5), ("Fri, 27 Nov 1998 12:00:00 -0000", 0.0), ("86400", 120.0)])
+def test_retry_after_fractional_dated_and_capped(monkeypatch, header: str, wait: float) -> None:
+    sleeps: list[float] = []
+    with serve(ChatDouble(faults=[RATE_LIMIT], retry_after=header)) as double:
+        _captioner(double.url, monkeypatch, sleeps).caption(_chip(), ChipInfo("c"))
+    assert len(sleeps) == 1
+    assert wait <= sleeps[0] <= max(wait, 0.01)  # the server's wish, or the tiny backoff if longer
+
+
+def test_an_answer_over_the_size_limit_is_refused(monkeypatch) -> None:
+    monkeypatch.setattr(openai_backend, "MAX_ANSWER_BYTES", 100)  # an answer here is ~300 bytes
+    with serve(ChatDouble()) as double:
+        with pytest.raises(RemoteError, match="sent more than"):
+            _captioner(double.url, monkeypatch).caption(_chip(), ChipInfo("c"))
+    assert len(double.requests) == 1  # a wrong endpoint: retrying would not help
+
+
+def test_url_credentials_and_query_are_sent_but_never_shown(monkeypatch, tmp_path: Path) -> None:
+    basic = "Basic " + base64.b64encode(b"user:token-XYZ").decode()
+    secrets = ("token-XYZ", "SECRET99", basic.split()[1])
+    with serve(ChatDouble()) as double:
+        url = double.url.replace("http://", "http://user:token-XYZ@") + "?api-key=SECRET99"
+        captioner = OpenAICaptioner(base_url=url, model="test-vlm", prompt="Describe.",
+                                    api_key_env=None, backoff_s=0.001, sleep=lambda s: None)
+        path = make_cells(tmp_path)
+        cells_file, report = caption_cells(read_cells(path), path, captioner)
+        assert report.n_captioned == 5 and double.problems == []
+        assert double.seen[-1] == ("/v1/chat/completions?api-key=SECRET99", basic)
+        double.faults.extend([UNAUTHORIZED])  # echoes the Authorization header back
+        with pytest.raises(RemoteError) as refused:
+            captioner.caption(_chip(), ChipInfo("c"))
+        double.faults.extend([SERVER_ERROR] * 5)
+        with pytest.raises(RemoteError) as failed:
+            captioner.caption(_chip(), ChipInfo("c"))
+    assert "credentials in --base-url" in str(refused.value)
+    assert "http://***@127.0.0.1" in str(failed.value) and "api-key=***" in str(failed.value)
+    shown = [repr(captioner), captioner.cache_key(), str(refused.value), str(failed.value),
+             json.dumps(cells_file.metadata), default_cache_path(path).read_text()]
+    assert not [s for s in secrets for text in shown if s in text]
+    other = OpenAICaptioner(base_url=url.replace("SECRET99", "SECRET98"), model="test-vlm",
+                            prompt="Describe.", api_key_env=None)
+    assert other.cache_key() != captioner.cache_key()  # same redacted URL, other server
 
 
 def test_slow_answer_times_out_and_is_retried(monkeypatch) -> None:

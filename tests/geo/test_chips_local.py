@@ -220,6 +220,24 @@ def test_cli_chips_writes_columns_metadata_and_one_line(tmp_path: Path, capsys) 
     assert json.loads(chips_meta[0])["n_chips"] == 2
 
 
+def test_cli_chips_on_a_damaged_or_foreign_gpkg_prints_one_error_line(tmp_path: Path,
+                                                                       capsys) -> None:
+    tif = utm_tif(tmp_path / "r.tif", np.full((3, 100, 230), 120, np.uint8))
+    good = tmp_path / "good.gpkg"
+    write_cells(good, square_cells(UTM, X0, Y_TOP, 1, 3))
+    truncated = tmp_path / "truncated.gpkg"
+    truncated.write_bytes(good.read_bytes()[:20_000])
+    foreign = tmp_path / "foreign.gpkg"
+    foreign.write_text("this is a text file with the wrong extension")
+    for bad in (truncated, foreign):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--progress", "none", "chips", str(bad), "--imagery", str(tif)])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2, err
+        assert err.startswith(f"error: {bad} is not a readable GeoPackage")
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
 @pytest.mark.shared_data
 def test_real_haiti_rgbn_chips(shared_data: Path, tmp_path: Path) -> None:
     tif = shared_data / "haiti" / "haiti_rgbn_5m.tif"

@@ -14,7 +14,8 @@ from tileserver import TileServer, square_cells
 
 from urbangeo.errors import InputError, RemoteError
 from urbangeo.geo.chips import ChipStore, cut_chips
-from urbangeo.geo.chips.xyz import XYZSource, choose_zoom, redact
+from urbangeo.geo.chips import xyz as xyz_module
+from urbangeo.geo.chips.xyz import XYZSource, choose_zoom
 
 UTM = "EPSG:32610"
 X0, Y_TOP = 560_000.0, 4_180_000.0  # East Bay, in UTM 10N
@@ -129,20 +130,50 @@ def test_bad_templates_and_bands_are_user_errors(tmp_path: Path) -> None:
         XYZSource("https://tiles.example/{z}/{x}.png", indexes=[1, 2, 3], cache_dir=tmp_path)
     with pytest.raises(InputError, match="3 bands.*band 4 does not exist"):
         XYZSource("https://t.example/{z}/{x}/{y}.png", indexes=[1, 2, 3, 4], cache_dir=tmp_path)
-    assert redact("https://me:pw@t.example/{z}/{x}/{y}.png?key=abc&style=x") == (
-        "https://***@t.example/{z}/{x}/{y}.png?key=***&style=***")
 
 
-def test_retry_after_in_seconds_or_http_date() -> None:
-    from datetime import UTC, datetime, timedelta
-    from email.utils import format_datetime
+def test_layers_differing_only_in_a_query_value_never_share_cache_or_store(
+        mercator_tif: Path, tmp_path: Path) -> None:
+    cells = square_cells(UTM, X0, Y_TOP, 1, 1)
+    with TileServer(mercator_tif) as server:  # (it ignores the query: same pixels for both)
+        a = xyz(server, tmp_path, template=server.template + "?layer=satellite")
+        b = xyz(server, tmp_path, template=server.template + "?layer=streets")
+        assert a.label == b.label  # redaction hides both values...
+        assert a.client.cache_dir != b.client.cache_dir  # ...the full-template hash does not
+        assert a.describe() != b.describe() and "satellite" not in str(a.describe())
+        cut_chips(cells, tmp_path / "c.gpkg", [a], tile_px=32)
+        with pytest.raises(InputError, match="cut from other imagery"):
+            cut_chips(cells, tmp_path / "c.gpkg", [b], tile_px=32)
 
-    from urbangeo.geo.chips.xyz import _retry_after
 
-    assert _retry_after("3") == 3.0
-    later = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
-    assert 25 < _retry_after(later) <= 30
-    assert _retry_after("soon") is None and _retry_after(None) is None
+def test_tile_server_never_sees_more_than_max_connections(mercator_tif: Path,
+                                                          tmp_path: Path) -> None:
+    cells = square_cells(UTM, X0, Y_TOP, 2, 3)  # at 256 px: zoom 15, 12 tiles, most shared
+    with TileServer(mercator_tif, delay_s=0.03) as server:
+        _, report = cut_chips(cells, tmp_path / "c.gpkg", [server.template], tile_px=256,
+                              cache_dir=tmp_path / "tiles", workers=6, max_connections=2)
+    assert report.no_coverage + report.cut + report.too_little_coverage == 6
+    assert len(server.counts) > 6
+    assert server.peak_in_flight == 2  # reached, never passed
+    assert set(server.counts.values()) == {1}  # tiles shared by neighbouring cells: one fetch
+
+
+def test_oversized_tiles_are_refused(mercator_tif: Path, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGBA", (xyz_module.MAX_TILE_PX + 1, 1)).save(buffer, "PNG")
+    with pytest.raises(ValueError, match="no map tile"):  # counted as a corrupt tile
+        xyz_module._decode(buffer.getvalue())
+
+    monkeypatch.setattr(xyz_module, "MAX_TILE_BYTES", 100)  # the test tiles are ~10 kB
+    cells = square_cells(UTM, X0, Y_TOP, 1, 1)
+    with TileServer(mercator_tif) as server:
+        with pytest.raises(RemoteError, match="sent more than"):
+            cut_chips(cells, tmp_path / "c.gpkg", [xyz(server, tmp_path)], tile_px=32)
 
 
 def test_url_placeholders(tmp_path: Path) -> None:

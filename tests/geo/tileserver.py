@@ -9,7 +9,9 @@ data) and answered 404 where a tile holds no data at all. Faults are injected pe
   ``"corrupt"`` (bytes that are no image);
 - ``always``: a fault answered on every request of every tile.
 
-The server counts requests per path and records every User-Agent it saw. ``square_cells``
+The server counts requests per path, records every User-Agent it saw and the largest number of
+requests it was holding at once (``peak_in_flight``); ``delay_s`` holds every request that long
+before answering, so concurrent requests overlap. ``square_cells``
 builds the hand-made cells the chip tests cut.
 """
 
@@ -37,7 +39,7 @@ class TileServer:
     """``with TileServer(tif) as server: server.template`` -> ``http://127.0.0.1:PORT/{z}/{x}/{y}.png``."""
 
     def __init__(self, raster: Path, *, first_faults: list[str] | None = None,
-                 always: str | None = None, slow_s: float = 1.0) -> None:
+                 always: str | None = None, slow_s: float = 1.0, delay_s: float = 0.0) -> None:
         with rasterio.open(raster) as ds:
             if ds.crs.to_epsg() != 3857:
                 raise ValueError("the test tile server serves EPSG:3857 rasters only")
@@ -47,6 +49,9 @@ class TileServer:
         self.first_faults = list(first_faults or [])
         self.always = always
         self.slow_s = slow_s
+        self.delay_s = delay_s
+        self.peak_in_flight = 0
+        self._in_flight = 0
         self.counts: Counter[str] = Counter()
         self.user_agents: list[str] = []
         self._lock = threading.Lock()
@@ -75,7 +80,7 @@ class TileServer:
         span = 2 * HALF_WORLD / 2**z
         centres = (np.arange(256) + 0.5) * span / 256
         mx, my = np.meshgrid(-HALF_WORLD + x * span + centres, HALF_WORLD - y * span - centres)
-        cols, rows = self._inverse * (mx, my)
+        cols, rows = self._inverse @ (mx, my)
         cols, rows = np.floor(cols).astype(int), np.floor(rows).astype(int)
         inside = (cols >= 0) & (rows >= 0) & (cols < self._valid.shape[1]) & (
             rows < self._valid.shape[0])
@@ -103,9 +108,15 @@ class TileServer:
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
                 with server._lock:
                     server.user_agents.append(self.headers.get("User-Agent", ""))
-                fault = server._fault_for(self.path)
+                    server._in_flight += 1
+                    server.peak_in_flight = max(server.peak_in_flight, server._in_flight)
+                # counted until the answer starts: a client may open its next request as soon
+                # as it has read this one, before this thread has finished writing
+                time.sleep(server.delay_s)
+                with server._lock:
+                    server._in_flight -= 1
                 try:
-                    self._answer(fault)
+                    self._answer(server._fault_for(self.path))
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client timed out first: that is what "slow" is for
 

@@ -5,12 +5,16 @@ Ollama, llama.cpp's server, vLLM, LM Studio and hosted APIs all speak the same
 first three bands go as a PNG data URL next to the instruction. Transient trouble (timeouts,
 dropped connections, 429, 5xx, unreadable bodies) is retried with exponential backoff and
 jitter; what is left after the last retry becomes a :class:`~urbangeo.errors.RemoteError`.
-The API key is read from an environment variable and never appears in a repr, log or message.
+The API key is read from an environment variable and never appears in a repr, log or message;
+the base URL is redacted (user:password and query values hidden) wherever it is shown or stored,
+and credentials written in it are sent as HTTP Basic auth when no API key is set.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import http.client
 import io
 import json
 import os
@@ -19,17 +23,26 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 from PIL import Image
 
+from urbangeo._net import (
+    backoff_s,
+    read_limited,
+    redact,
+    retry_after_s,
+    split_credentials,
+    url_secrets,
+)
 from urbangeo.captions.base import ChipInfo
 from urbangeo.captions.registry import prompt_hash
 from urbangeo.errors import InputError, RemoteError
 
-_RETRY_AFTER_CAP_S = 120.0
+MAX_ANSWER_BYTES = 4 * 2**20  # a caption answer is a few kB; more means a wrong endpoint
+_ERROR_DETAIL_BYTES = 4096  # enough of an error body to show its first 200 characters
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -86,8 +99,8 @@ class OpenAICaptioner:
         rng: random.Random | None = None,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
-            raise InputError(f"--base-url {base_url!r} must start with http:// or https:// "
-                             "(e.g. http://localhost:11434/v1 for Ollama)")
+            raise InputError(f"--base-url {redact(base_url)!r} must start with http:// or "
+                             "https:// (e.g. http://localhost:11434/v1 for Ollama)")
         if not model:
             raise InputError("the openai backend needs --model (the name the server knows the "
                              "vision model by, e.g. llava or qwen2.5vl)")
@@ -97,7 +110,14 @@ class OpenAICaptioner:
         if timeout <= 0 or max_retries < 0:
             raise InputError("--timeout must be > 0 and --max-retries >= 0")
         # people often paste the full endpoint; the client adds /chat/completions itself
-        self.base_url = base_url.rstrip("/").removesuffix("/chat/completions")
+        parts = urlsplit(base_url)
+        path = parts.path.rstrip("/").removesuffix("/chat/completions")
+        self.base_url = urlunsplit(parts._replace(path=path))
+        self.label = redact(self.base_url)  # what messages, repr and metadata show
+        endpoint = urlunsplit(parts._replace(path=path + "/chat/completions"))
+        self._endpoint, self._basic_auth = split_credentials(endpoint)
+        self._shown_endpoint = redact(endpoint)
+        self._url_secrets = url_secrets(self.base_url)
         self.model = model
         self.prompt = prompt
         self.system_prompt = system_prompt
@@ -115,12 +135,15 @@ class OpenAICaptioner:
 
     def __repr__(self) -> str:
         key_state = f"from ${self.api_key_env}" if self.__api_key else "none"
-        return (f"OpenAICaptioner(base_url={self.base_url!r}, model={self.model!r}, "
+        return (f"OpenAICaptioner(base_url={self.label!r}, model={self.model!r}, "
                 f"api_key={key_state})")
 
     def cache_key(self) -> str:
-        return (f"openai|{self.base_url}|{self.model}|{prompt_hash(self._full_prompt())}"
-                f"|max_tokens={self.max_tokens}")
+        """Saved in the cells metadata, so it names the server by its redacted URL plus a
+        one-way hash of the full one (two servers differing only in a query value differ)."""
+        url_hash = hashlib.sha256(self.base_url.encode("utf-8")).hexdigest()[:16]
+        return (f"openai|{self.label}|url={url_hash}|{self.model}"
+                f"|{prompt_hash(self._full_prompt())}|max_tokens={self.max_tokens}")
 
     def _full_prompt(self) -> str:
         return f"{self.system_prompt or ''}\n{self.prompt}"
@@ -137,7 +160,7 @@ class OpenAICaptioner:
                     break
                 self._sleep(self._delay(attempt, exc.retry_after))
         raise RemoteError(self._scrub(
-            f"{self.base_url}/chat/completions failed for cell {info.cell_id} after "
+            f"{self._shown_endpoint} failed for cell {info.cell_id} after "
             f"{self.max_retries + 1} attempts: {last}. Check that the server is running and serves "
             f"model {self.model!r}; rerun `urbangeo caption` to fill the cells that failed"
         ))
@@ -157,46 +180,55 @@ class OpenAICaptioner:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self.__api_key:
             headers["Authorization"] = f"Bearer {self.__api_key}"
-        request = urllib.request.Request(f"{self.base_url}/chat/completions", data=body,
-                                         headers=headers, method="POST")
+        elif self._basic_auth:
+            headers["Authorization"] = self._basic_auth
+        request = urllib.request.Request(self._endpoint, data=body, headers=headers,
+                                         method="POST")
         try:
             with _OPENER.open(request, timeout=self.timeout) as response:
-                raw = response.read()
+                raw = read_limited(response, MAX_ANSWER_BYTES,
+                                   f"the answer of {self._shown_endpoint}")
         except urllib.error.HTTPError as exc:
-            detail = _short(exc.read())
+            detail = _short(exc.read(_ERROR_DETAIL_BYTES))
             exc.close()
             if exc.code == 429 or exc.code >= 500:
                 raise _Retryable(f"HTTP {exc.code} {detail}".rstrip(),
-                                 _retry_after(exc.headers.get("Retry-After"))) from None
+                                 retry_after_s(exc.headers.get("Retry-After"))) from None
             raise RemoteError(self._scrub(self._client_error_message(exc.code, detail))) from None
         except TimeoutError:
             raise _Retryable(f"no answer within --timeout {self.timeout:g} s") from None
         except (urllib.error.URLError, ConnectionError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise _Retryable(f"cannot connect ({reason})") from None
+        except http.client.HTTPException as exc:  # e.g. IncompleteRead: the connection broke
+            raise _Retryable(f"the answer broke off ({type(exc).__name__})") from None
         return _caption_from_body(raw)
 
     def _client_error_message(self, code: int, detail: str) -> str:
+        refused = (f"the server refused the API key: set a valid key in ${self.api_key_env}"
+                   if self.api_key_env else "the server refused the credentials in --base-url")
         hint = {
-            401: f"the server refused the API key: set a valid key in ${self.api_key_env}",
-            403: f"the server refused the API key: set a valid key in ${self.api_key_env}",
+            401: refused,
+            403: refused,
             404: "check --base-url (it usually ends in /v1) and that the server knows --model "
                  f"{self.model!r}",
         }.get(code) or (
             "the server redirects: give the final address as --base-url" if 300 <= code < 400
             else "check --model and that the model accepts images")
-        return f"{self.base_url}/chat/completions answered HTTP {code} {detail}: {hint}"
+        return f"{self._shown_endpoint} answered HTTP {code} {detail}: {hint}"
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
-        backoff = min(self._max_backoff_s, self._backoff_s * 2**attempt)
-        delay = backoff * (0.5 + 0.5 * self._rng.random())  # jitter spreads out parallel workers
-        if retry_after is not None:
-            delay = max(delay, min(retry_after, _RETRY_AFTER_CAP_S))
-        return delay
+        return backoff_s(attempt, base_s=self._backoff_s, max_s=self._max_backoff_s,
+                         retry_after=retry_after, rng=self._rng)
 
     def _scrub(self, text: str) -> str:
-        """Remove the key from any text that leaves this object (servers sometimes echo it)."""
-        return text.replace(self.__api_key, "***") if self.__api_key else text
+        """Remove the key and the URL's secrets from any text that leaves this object
+        (servers sometimes echo them)."""
+        basic_token = self._basic_auth.split()[-1] if self._basic_auth else None
+        for secret in (self.__api_key, basic_token, *self._url_secrets):
+            if secret:
+                text = text.replace(secret, "***")
+        return text
 
 
 def _caption_from_body(raw: bytes) -> str:
@@ -213,20 +245,6 @@ def _caption_from_body(raw: bytes) -> str:
     if not isinstance(content, str) or not content.strip():
         raise _Retryable("the answer's message content is empty")
     return content.strip()
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
 
 
 def _short(raw: bytes, limit: int = 200) -> str:

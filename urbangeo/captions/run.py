@@ -10,7 +10,6 @@ recorded and the job goes on; the caller decides how to report it (the CLI exits
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import hashlib
 import json
 from collections import Counter
@@ -22,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from urbangeo._concurrency import bounded_map
 from urbangeo.captions.base import Captioner, ChipInfo
 from urbangeo.captions.cache import CacheWriter, default_cache_path, key_hash, load_cache
 from urbangeo.captions.refine import refine
@@ -102,11 +102,11 @@ def caption_cells(
     if workers < 1:
         raise InputError(f"--workers must be at least 1, got {workers}")
     store = open_chip_store(cells_file, cells_path)
-    key = key_hash(captioner.cache_key() + _context_digest(context))
+    key = key_hash(captioner.cache_key() + _context_digest(context) + _store_digest(store))
     report = CaptionReport(backend=captioner.name, prompt_hash=key,
                            cache_path=Path(cache_path or default_cache_path(cells_path)))
     ids = [str(cid) for cid in cells_file.cells["cell_id"]]
-    with_chip = [cid for cid in ids if cid in store]
+    with_chip = _cells_with_chip(cells_file, store)
     report.n_cells, report.n_without_chip = len(ids), len(ids) - len(with_chip)
 
     cached = {} if recaption else {**_captions_in_file(cells_file, key),
@@ -139,7 +139,30 @@ def caption_cells(
                 progress.advance(1)
     finally:
         progress.finish()
-    return _with_captions(cells_file, captioner, captions, store, report, refine_options), report
+    return _with_captions(cells_file, captioner, captions, set(with_chip), store, report,
+                          refine_options), report
+
+
+def _cells_with_chip(cells_file: CellsFile, store: ChipStore) -> list[str]:
+    """Cells flagged ``has_chip`` (when the column exists) whose chip is in the store.
+
+    The flag matters on its own: a rerun of ``urbangeo chips`` with a stricter
+    ``--min-valid-frac`` clears it while the old chip stays in the store.
+    """
+    cells = cells_file.cells
+    ids = cells["cell_id"].astype(str)
+    if "has_chip" in cells.columns:
+        ids = ids[cells["has_chip"].fillna(False).astype(bool).to_numpy()]
+    return [cid for cid in ids if cid in store]
+
+
+def _store_digest(store: ChipStore) -> str:
+    """Part of the cache key: chips re-cut from other imagery, bands or sizes are recaptioned."""
+    attrs = store.attrs
+    identity = {"sources": attrs.get("sources"), "band_names": store.band_names,
+                "tile_px": store.tile_px, "ground_resolution_m": store.ground_resolution_m}
+    blob = json.dumps(identity, sort_keys=True, default=str).encode("utf-8")
+    return "|chips=" + hashlib.sha256(blob).hexdigest()[:16]
 
 
 def _context_digest(context: Mapping[str, Mapping[str, Any]] | None) -> str:
@@ -180,29 +203,18 @@ def _caption_stream(
             yield from zip(chunk, texts, strict=True)
         return
 
-    def one(cid: str, chip: np.ndarray) -> str | UrbangeoError:
+    def one(job: tuple[str, np.ndarray]) -> str | UrbangeoError:
+        cid, chip = job
         try:
             return captioner.caption(chip, info(cid))
-        except UrbangeoError as exc:
+        except UrbangeoError as exc:  # one cell's failure is its result; the job goes on
             return exc
 
-    if workers == 1:
-        for cid in todo:
-            yield cid, one(cid, store.read(cid))
-        return
-    pool = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="caption")
-    pending: dict[cf.Future, str] = {}
-    try:
-        for cid in todo:
-            pending[pool.submit(one, cid, store.read(cid))] = cid
-            if len(pending) >= 2 * workers:
-                done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-                for future in done:
-                    yield pending.pop(future), future.result()
-        for future in cf.as_completed(list(pending)):
-            yield pending.pop(future), future.result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    # the generator is consumed on this thread, so chips are read here, lazily
+    jobs = ((cid, store.read(cid)) for cid in todo)
+    with closing(bounded_map(one, jobs, workers, name="caption")) as results:
+        for (cid, _), result in results:
+            yield cid, result
 
 
 def _checked(text: str) -> str | UrbangeoError:
@@ -218,7 +230,7 @@ def _checked(text: str) -> str | UrbangeoError:
 
 
 def _with_captions(cells_file: CellsFile, captioner: Captioner, captions: Mapping[str, str],
-                   store: ChipStore, report: CaptionReport,
+                   with_chip: set[str], store: ChipStore, report: CaptionReport,
                    refine_options: Mapping[str, Any] | None) -> CellsFile:
     """A copy of ``cells_file`` with the caption columns and the ``captions`` metadata section."""
     cells = cells_file.cells.copy()
@@ -226,7 +238,7 @@ def _with_captions(cells_file: CellsFile, captioner: Captioner, captions: Mappin
     raw: list[str | None] = []
     refined: list[str | None] = []
     for cid in cells["cell_id"].astype(str):
-        text = captions.get(cid) if cid in store else None
+        text = captions.get(cid) if cid in with_chip else None
         clean = None
         if text is not None:
             result = refine(text, store.ground_resolution_m, **(refine_options or {}))

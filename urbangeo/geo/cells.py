@@ -23,6 +23,7 @@ from typing import Any
 
 import geopandas as gpd
 import pyogrio
+from pyogrio.errors import DataSourceError
 
 from urbangeo._atomic import atomic_path
 from urbangeo.errors import InputError
@@ -48,18 +49,27 @@ def _require_gpkg(path: Path) -> None:
         raise InputError(f"{path} is not a GeoPackage (.gpkg): cells files are GeoPackages")
 
 
+def _unreadable(path: Path, exc: Exception) -> InputError:
+    reason = str(exc).split(";")[0].replace(f"'{path}' ", "").strip().rstrip(".")
+    return InputError(f"{path} is not a readable GeoPackage ({reason}): it may be damaged or "
+                      "another kind of file; remake it with `urbangeo grid`")
+
+
 def read_metadata(path: str | Path) -> dict[str, Any]:
     """The metadata sections of a cells GeoPackage (empty dict when it has none)."""
     path = Path(path)
     _require_gpkg(path)
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
-        has = con.execute(
-            "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (METADATA_TABLE,)
-        ).fetchone()
-        if not has:
-            return {}
-        rows = con.execute(f"SELECT key, value FROM {METADATA_TABLE}").fetchall()
-    return {key: json.loads(value) for key, value in rows}
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
+            has = con.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (METADATA_TABLE,)
+            ).fetchone()
+            if not has:
+                return {}
+            rows = con.execute(f"SELECT key, value FROM {METADATA_TABLE}").fetchall()
+        return {key: json.loads(value) for key, value in rows}
+    except (sqlite3.DatabaseError, ValueError) as exc:  # not SQLite, or damaged JSON
+        raise _unreadable(path, exc) from None
 
 
 def _read_style(path: Path, layer: str) -> str | None:
@@ -79,13 +89,19 @@ def read_cells(path: str | Path, layer: str = CELLS_LAYER) -> CellsFile:
     """Read a cells GeoPackage written by :func:`write_cells` (or by hand, if it has the layer)."""
     path = Path(path)
     _require_gpkg(path)
-    layers = {name for name, _ in pyogrio.list_layers(path)}
+    try:
+        layers = {name for name, _ in pyogrio.list_layers(path)}
+    except DataSourceError as exc:
+        raise _unreadable(path, exc) from None
     if layer not in layers:
         raise InputError(
             f"{path} has no layer '{layer}' (it has: {', '.join(sorted(layers)) or 'none'}); "
             "make a cells file with `urbangeo grid`"
         )
-    cells = pyogrio.read_dataframe(path, layer=layer)
+    try:
+        cells = pyogrio.read_dataframe(path, layer=layer)
+    except DataSourceError as exc:
+        raise _unreadable(path, exc) from None
     if "cell_id" not in cells.columns:
         raise InputError(f"layer '{layer}' of {path} has no cell_id column: "
                          "remake it with `urbangeo grid`")

@@ -15,15 +15,14 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 from pyproj import Geod, Transformer
 
+from urbangeo._concurrency import bounded_map
 from urbangeo.errors import CRSError, InputError, NoOverlapError
 from urbangeo.geo.cells import CellsFile
 from urbangeo.geo.chips.sources import CellWindow, ChipSource, open_sources
@@ -36,8 +35,6 @@ __all__ = ["ChipStore", "ChipsReport", "ChipSource", "cut_chips", "default_store
 DEFAULT_BANDS = (1, 2, 3)
 MIN_VALID_FRAC = 0.5
 _GEOD = Geod(ellps="WGS84")
-_T = TypeVar("_T")
-_R = TypeVar("_R")
 
 
 @dataclass
@@ -80,19 +77,22 @@ def cut_chips(cells_file: CellsFile, cells_path: Path, sources: Sequence[str | C
               tile_px: int = 256, bands: Sequence[int] | None = None,
               band_names: Sequence[str] | None = None, nir_band: int | None = None,
               store_path: Path | None = None, cache_dir: Path | None = None, workers: int = 4,
-              min_valid_frac: float = MIN_VALID_FRAC, overwrite: bool = False,
+              max_connections: int = 4, min_valid_frac: float = MIN_VALID_FRAC,
+              overwrite: bool = False,
               progress: Progress = SILENT) -> tuple[CellsFile, ChipsReport]:
     """Cut the missing chips of ``cells_file`` from ``sources`` (first valid pixel wins).
 
     ``sources`` are raster paths or XYZ URL templates (or ready :class:`ChipSource` objects);
     ``bands`` are the 1-based source bands of the three display channels (default 1,2,3) and
-    ``nir_band`` an optional fourth channel named ``nir``. Returns the cells with ``has_chip``
+    ``nir_band`` an optional fourth channel named ``nir``. ``workers`` threads cut chips;
+    ``max_connections`` bounds the requests open at once to each tile server (be polite: many
+    servers allow 2 to 6). Returns the cells with ``has_chip``
     and ``chip_valid_frac`` columns and a ``chips`` metadata section (not yet written to disk).
     """
     started = time.perf_counter()
     cells_path = Path(cells_path)
     indexes = _channel_indexes(bands, nir_band)
-    _check_options(tile_px, workers, min_valid_frac, cells_file)
+    _check_options(tile_px, workers, max_connections, min_valid_frac, cells_file)
     store_path = Path(store_path) if store_path else default_store_path(cells_path)
     report = ChipsReport(store=store_path)
     crs = cells_file.cells.crs
@@ -100,7 +100,8 @@ def cut_chips(cells_file: CellsFile, cells_path: Path, sources: Sequence[str | C
     bounds = cells_file.cells.geometry.bounds.to_numpy()
     windows = [CellWindow(tuple(b), crs, tile_px) for b in bounds]
 
-    opened = open_sources(sources, indexes=indexes, cache_dir=cache_dir)
+    opened = open_sources(sources, indexes=indexes, cache_dir=cache_dir,
+                          max_connections=max_connections)
     try:
         names = _band_names(band_names, opened, nir_band)
         covered = [any(s.overlaps(w) for s in opened) for w in windows]
@@ -128,8 +129,8 @@ def cut_chips(cells_file: CellsFile, cells_path: Path, sources: Sequence[str | C
                 report.no_coverage += 1
         store.reserve(ids[i] for i in todo)
         progress.start("chips", len(todo))
-        for i, (chip, mask) in _bounded_map(lambda i: _mosaic(opened, windows[i], len(indexes)),
-                                            todo, workers):
+        for i, (chip, mask) in bounded_map(lambda i: _mosaic(opened, windows[i], len(indexes)),
+                                           todo, workers, name="chips"):
             fracs[i] = float(mask.mean())
             if fracs[i] >= min_valid_frac:
                 store.write(ids[i], chip, fracs[i])
@@ -182,29 +183,6 @@ def _mosaic(sources: Sequence[ChipSource], cell: CellWindow,
     return chip, valid
 
 
-def _bounded_map(fn: Callable[[_T], _R], items: Iterable[_T],
-                 workers: int) -> Iterator[tuple[_T, _R]]:
-    """``(item, fn(item))`` as they finish, with at most ``2 * workers`` chips in memory."""
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chips")
-    pending: dict[Future[_R], _T] = {}
-    iterator = iter(items)
-    try:
-        for item in iterator:
-            pending[pool.submit(fn, item)] = item
-            if len(pending) >= 2 * workers:
-                break
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                item = pending.pop(future)
-                yield item, future.result()
-                nxt = next(iterator, None)
-                if nxt is not None:
-                    pending[pool.submit(fn, nxt)] = nxt
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
 def _channel_indexes(bands: Sequence[int] | None, nir_band: int | None) -> list[int]:
     bands = list(bands) if bands is not None else list(DEFAULT_BANDS)
     if len(bands) != 3:
@@ -234,11 +212,14 @@ def _band_names(band_names: Sequence[str] | None, sources: Sequence[ChipSource],
     return names
 
 
-def _check_options(tile_px: int, workers: int, min_valid_frac: float, cf: CellsFile) -> None:
+def _check_options(tile_px: int, workers: int, max_connections: int, min_valid_frac: float,
+                   cf: CellsFile) -> None:
     if not 8 <= tile_px <= 4096:
         raise InputError(f"--tile-px {tile_px} is out of range: use 8 to 4096 (default 256)")
     if workers < 1:
         raise InputError("--workers must be at least 1")
+    if max_connections < 1:
+        raise InputError("--max-connections must be at least 1")
     if not 0.0 < min_valid_frac <= 1.0:
         raise InputError("min_valid_frac must be in (0, 1]")
     if cf.cells.crs is None:
@@ -254,14 +235,15 @@ def _source_resolution_m(sources: Sequence[ChipSource], cf: CellsFile) -> float 
     """Coarsest native ground resolution among the raster sources, measured geodesically at
     the cells' centre (web-mercator and degree pixels are not ground metres). XYZ sources are
     fetched at the zoom matching the chip, so they add nothing coarser."""
-    centre = cf.cells.geometry.union_all().centroid
+    minx, miny, maxx, maxy = cf.cells.total_bounds
+    centre_x, centre_y = (minx + maxx) / 2, (miny + maxy) / 2
     found = []
     for source in sources:
         crs, res = getattr(source, "crs", None), getattr(source, "res", None)
         if crs is None or res is None:
             continue
-        x, y = Transformer.from_crs(cf.cells.crs, crs, always_xy=True).transform(centre.x,
-                                                                                centre.y)
+        x, y = Transformer.from_crs(cf.cells.crs, crs, always_xy=True).transform(centre_x,
+                                                                                centre_y)
         to_lonlat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
         (lon0, lon1), (lat0, lat1) = to_lonlat.transform([x, x + res], [y, y])
         found.append(_GEOD.inv(lon0, lat0, lon1, lat1)[2])

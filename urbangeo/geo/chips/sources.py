@@ -93,8 +93,9 @@ def warp_to_cell(data: np.ndarray, valid: np.ndarray, src_transform: Affine, src
 
 
 def open_sources(specs: Sequence[str | ChipSource], *, indexes: Sequence[int],
-                 cache_dir: Path | None) -> list[ChipSource]:
-    """One source per ``--imagery`` value: http(s) URL templates are XYZ servers, others files."""
+                 cache_dir: Path | None, max_connections: int = 4) -> list[ChipSource]:
+    """One source per ``--imagery`` value: http(s) URL templates are XYZ servers (at most
+    ``max_connections`` requests open at once to each), others files."""
     from urbangeo.geo.chips.local import LocalRaster
     from urbangeo.geo.chips.xyz import XYZSource
 
@@ -104,7 +105,8 @@ def open_sources(specs: Sequence[str | ChipSource], *, indexes: Sequence[int],
             if not isinstance(spec, str):
                 sources.append(spec)
             elif spec.startswith(("http://", "https://")):
-                sources.append(XYZSource(spec, indexes=indexes, cache_dir=cache_dir))
+                sources.append(XYZSource(spec, indexes=indexes, cache_dir=cache_dir,
+                                         max_connections=max_connections))
             else:
                 sources.append(LocalRaster(Path(spec), indexes=indexes))
     except BaseException:
