@@ -180,6 +180,7 @@ def grid(
     store: PathLike | None = None,
     cache_dir: PathLike | None = None,
     workers: int = 4,
+    max_connections: int = 4,
     min_valid_frac: float | None = None,
     overwrite: bool = False,
     progress: Progress = SILENT,
@@ -220,7 +221,8 @@ def grid(
             result.cells, result.chips = _cut_chips(
                 result.cells, output, sources, tile_px=tile_px, bands=bands,
                 band_names=band_names, nir_band=nir_band, store=store, cache_dir=cache_dir,
-                workers=workers, min_valid_frac=min_valid_frac, overwrite=overwrite,
+                workers=workers, max_connections=max_connections,
+                min_valid_frac=min_valid_frac, overwrite=overwrite,
                 progress=progress)
         except InputError:
             # A mistake in the imagery options is found before any chip is cut: leave no
@@ -241,6 +243,7 @@ def chips(
     store: PathLike | None = None,
     cache_dir: PathLike | None = None,
     workers: int = 4,
+    max_connections: int = 4,
     min_valid_frac: float | None = None,
     overwrite: bool = False,
     progress: Progress = SILENT,
@@ -258,6 +261,7 @@ def chips(
     cf, report = _cut_chips(read_cells(path), path, sources, tile_px=tile_px, bands=bands,
                             band_names=band_names, nir_band=nir_band, store=store,
                             cache_dir=cache_dir, workers=workers,
+                            max_connections=max_connections,
                             min_valid_frac=min_valid_frac, overwrite=overwrite,
                             progress=progress)
     return ChipsResult(path, cf, report)

@@ -53,6 +53,8 @@ _OPTIONS = [
                  help="Tile cache for XYZ servers  [default: ~/.cache/urbangeo/tiles]."),
     click.option("--workers", type=click.IntRange(min=1), default=4, show_default=True,
                  help="Chips cut in parallel (threads)."),
+    click.option("--max-connections", type=click.IntRange(min=1), default=4, show_default=True,
+                 help="XYZ servers: most tile requests open at once (many allow 2 to 6)."),
     click.option("--min-valid-frac", type=click.FloatRange(0.0, 1.0, min_open=True),
                  default=MIN_VALID_FRAC, show_default=True,
                  help="Least fraction of a cell the imagery must cover for it to get a chip."),
