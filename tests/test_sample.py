@@ -11,9 +11,18 @@ import rasterio
 from click.testing import CliRunner
 from pyproj import Transformer
 
+from urbangeo.captions.landcover import measure
 from urbangeo.errors import InputError
 from urbangeo.sample import CLASSES, SampleCity, make_synthetic_city
-from urbangeo.sample.synthetic_city import DOWNTOWN, PARK, ROAD, WATER
+from urbangeo.sample.synthetic_city import (
+    DOWNTOWN,
+    FARMLAND,
+    INDUSTRIAL,
+    PARK,
+    PIXEL_M,
+    ROAD,
+    WATER,
+)
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +103,43 @@ def test_vegetation_is_bright_in_nir_and_water_dark(city: SampleCity) -> None:
     assert ndvi[classes == PARK].mean() > 0.2
     assert ndvi[classes == WATER].mean() < 0
     assert nir[classes == PARK].mean() > 2 * nir[classes == ROAD].mean()
+    with rasterio.open(city.imagery) as ds:
+        green = ds.read(2).astype(float)
+    ndwi = (green - nir) / (green + nir)
+    # asphalt and concrete are spectrally flat: nowhere near water's NDWI
+    for paved in (ROAD, DOWNTOWN, INDUSTRIAL):
+        assert np.percentile(ndwi[classes == paved], 99) < 0.15, CLASSES[paved]
+    assert np.percentile(ndwi[classes == WATER], 1) > 0.3
+
+
+# Land cover each land use shows from above (water, vegetation, built): a residential block is
+# about half roofs and paving, half gardens; suburbs are mostly lawn and trees; farmland is
+# fields (some fallow, i.e. bare, which the land-use raster cannot tell).
+_COVER_OF_USE = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0.5, 0.5], [0, 1, 0],
+                          [0, 0, 1], [0, 0, 1], [0, 1, 0]])
+
+
+def test_describe_land_cover_agrees_with_land_use_per_cell(city: SampleCity) -> None:
+    """Per 1 km chip (as `urbangeo demo` cuts them), the describe backend's fractions follow the
+    ground truth: dark roofs, shadows and asphalt are not water, pavement is not bare ground."""
+    with rasterio.open(city.imagery) as ds, rasterio.open(city.landuse) as lu:
+        image, classes = ds.read(), lu.read(1)
+    tile = 256
+    dominant_ok, n = 0, 0
+    for r in range(0, classes.shape[0] - tile + 1, tile):
+        for c in range(0, classes.shape[1] - tile + 1, tile):
+            cover = measure(image[:, r:r + tile, c:c + tile], ("red", "green", "blue", "nir"),
+                            pixel_size_m=PIXEL_M)
+            use = np.bincount(classes[r:r + tile, c:c + tile].ravel(),
+                              minlength=len(CLASSES)) / tile**2
+            truth = dict(zip(("water", "vegetation", "built"), use @ _COVER_OF_USE, strict=True))
+            where = f"cell row {r // tile} col {c // tile}: {cover.fractions} vs {truth}"
+            assert abs(cover.fractions["water"] - truth["water"]) < 0.1, where
+            assert abs(cover.fractions["built"] - truth["built"]) < 0.15, where
+            assert cover.fractions["bare"] < 0.2 + use[FARMLAND], where
+            dominant_ok += cover.dominant == max(truth, key=truth.__getitem__)
+            n += 1
+    assert n == 36 and dominant_ok >= 0.9 * n
 
 
 @pytest.mark.slow  # about 10 s; still runs by default

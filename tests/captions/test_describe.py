@@ -9,7 +9,8 @@ import pytest
 from real_chips import HAITI_BANDS, SF_BANDS, haiti_chip, sfbay_chip
 
 from urbangeo.captions.base import ChipInfo
-from urbangeo.captions.describe import DescribeCaptioner
+from urbangeo.captions.describe import DescribeCaptioner, compose
+from urbangeo.captions.landcover import LandCover, LinearFeature
 from urbangeo.captions.refine import refine
 
 UNRESOLVABLE_AT_30M = re.compile(r"\b(buildings?|cars?|trees|roofs?|houses?)\b", re.I)
@@ -88,3 +89,38 @@ def test_own_output_survives_refinement_unchanged(shared_data):
 def test_is_a_captioner_with_a_versioned_cache_key():
     d = DescribeCaptioner()
     assert d.name == "describe" and d.cache_key().startswith("describe:v")
+
+
+def _cover_with_lines(*lines: tuple[str, str]) -> LandCover:
+    fractions = {"water": 0.0, "vegetation": 0.3, "built": 0.7, "bare": 0.0}
+    return LandCover(fractions=fractions, sectors={c: np.full((3, 3), f)
+                                                   for c, f in fractions.items()},
+                     texture=20.0, edge_density=0.2, built_texture=20.0, valid_fraction=1.0,
+                     has_nir=True, lines=[LinearFeature(o, s, 0.9, False) for o, s in lines])
+
+
+@pytest.mark.parametrize("cell", [f"cell-{i}" for i in range(6)])
+def test_several_corridors_share_one_sentence(cell):
+    info = ChipInfo(cell, ("red", "green", "blue", "nir"), 3.9)
+    crossing = compose(_cover_with_lines(("north-south", "centre"), ("east-west", "north")), info)
+    parallel = compose(_cover_with_lines(("north-south", "west"), ("north-south", "east")), info)
+    for text in (crossing, parallel):
+        assert text.count("corridor") == 1, text  # one sentence, not one template per line
+    assert re.search(r"north-south through the centre and east-west across the north", crossing)
+    assert re.search(r"north-south[^.]*across the west and across the east", parallel)
+
+
+def test_small_winding_water_is_located_and_mentioned_not_spread_throughout():
+    river = np.array([[0.28, 0, 0], [0.23, 0.03, 0], [0, 0.22, 0.17]])  # synthetic city's river
+    pond = np.array([[0.36, 0, 0], [0, 0, 0], [0, 0, 0]])
+    info = ChipInfo("c", ("red", "green", "blue", "nir"), 3.9)
+    for water, sectors, share, where in (
+            (0.103, river, "about a tenth",
+             "concentrated in the north-west, the west, the south and the south-east"),
+            (0.04, pond, "a small part", "concentrated in the north-west")):
+        fractions = {"water": water, "vegetation": 0.7, "built": 0.1, "bare": 0.2 - water}
+        sector_maps = {c: np.full((3, 3), f) for c, f in fractions.items()} | {"water": sectors}
+        cover = LandCover(fractions=fractions, sectors=sector_maps, texture=10.0,
+                          edge_density=0.1, built_texture=0.0, valid_fraction=1.0, has_nir=True)
+        sentence = next(s for s in compose(cover, info).split(". ") if "water" in s.lower())
+        assert share in sentence.lower() and where in sentence, sentence

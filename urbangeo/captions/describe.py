@@ -10,15 +10,22 @@ captions that all read alike teach a text encoder nothing — but is chosen by a
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from urbangeo.captions.base import ChipInfo
-from urbangeo.captions.landcover import CLASSES, COARSE_M, SECTOR_NAMES, LandCover, measure
+from urbangeo.captions.landcover import (
+    CLASSES,
+    COARSE_M,
+    SECTOR_NAMES,
+    LandCover,
+    LinearFeature,
+    measure,
+)
 
-VERSION = "2"
+VERSION = "3"
 """Bump when wording or measurements change, so cached captions are redone."""
 
 FINE_M = 2.0
@@ -56,7 +63,18 @@ LINE = (
     "A long straight corridor (road, railway or canal) runs {orient} {through}.",
     "A straight {orient} corridor, a road, railway or canal, crosses {through_short}.",
 )
+LINES = (
+    "Straight corridors (roads, railways or canals) run {runs}.",
+    "Long straight corridors, roads, railways or canals, run {runs}.",
+)
+LINES_PARALLEL = (
+    "Parallel straight corridors (roads, railways or canals) run {orient}, {places}.",
+    "Several straight {orient} corridors, roads, railways or canals, run {places}.",
+)
 
+
+MENTION = {"water": 0.03}
+"""Smallest share worth a sentence, 8% unless listed: a river or lake is a landmark even small."""
 
 PLURAL = {"trees and greenery", "buildings"}
 
@@ -77,7 +95,7 @@ def _cap(text: str) -> str:
 
 
 def _share_words(frac: float) -> str:
-    for limit, words in ((0.15, "about a tenth"), (0.22, "about a fifth"),
+    for limit, words in ((0.07, "a small part"), (0.15, "about a tenth"), (0.22, "about a fifth"),
                          (0.29, "about a quarter"), (0.4, "about a third"),
                          (0.55, "about half")):
         if frac < limit:
@@ -86,9 +104,17 @@ def _share_words(frac: float) -> str:
 
 
 def _where(sectors: np.ndarray, frac: float) -> str:
-    """Where a class lies: named sectors clearly above its chip-wide share, or 'throughout'."""
-    strong = {SECTOR_NAMES[i][j] for i in range(3) for j in range(3)
-              if sectors[i, j] >= max(0.35, 1.5 * frac)}
+    """Where a class lies: named sectors clearly above its chip-wide share, or 'throughout'.
+
+    A small class (a river winding through a tenth of the chip) may fill no sector to 35%;
+    it is still located by the sectors holding well above its share, not called widespread.
+    """
+    strong: set[str] = set()
+    for floor in (max(0.35, 1.5 * frac), 1.5 * frac):
+        strong = {SECTOR_NAMES[i][j] for i in range(3) for j in range(3)
+                  if sectors[i, j] >= floor}
+        if strong:
+            break
     if not strong or len(strong) >= 6:
         return "spread throughout"
     for side, members in (("north", {"north-west", "north", "north-east"}),
@@ -98,8 +124,9 @@ def _where(sectors: np.ndarray, frac: float) -> str:
         if members <= strong:
             return f"along the {side}ern edge"
     order = [n for row in SECTOR_NAMES for n in row if n in strong]
-    names = [("the centre" if n == "centre" else f"the {n}") for n in order[:2]]
-    return "concentrated in " + " and ".join(names)
+    names = [("the centre" if n == "centre" else f"the {n}") for n in order[:4]]
+    return "concentrated in " + (names[0] if len(names) == 1
+                                 else ", ".join(names[:-1]) + " and " + names[-1])
 
 
 def _built_fabric(cover: LandCover, tier: str) -> str | None:
@@ -169,6 +196,24 @@ def _context_sentences(context: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def _through(line: LinearFeature) -> str:
+    return "through the centre" if line.sector == "centre" else f"across the {line.sector}"
+
+
+def _lines_sentence(lines: Sequence[LinearFeature], seed: bytes) -> str:
+    """One sentence for all linear features: a sentence each reads as a repeated template."""
+    if len(lines) == 1:
+        through = _through(lines[0])
+        return _pick(LINE, seed, 5).format(orient=lines[0].orientation, through=through,
+                                           through_short=through.split(" ", 1)[1])
+    orients = list(dict.fromkeys(line.orientation for line in lines))
+    if len(orients) == 1:
+        return _pick(LINES_PARALLEL, seed, 5).format(
+            orient=orients[0], places=" and ".join(_through(line) for line in lines))
+    runs = " and ".join(f"{line.orientation} {_through(line)}" for line in lines)
+    return _pick(LINES, seed, 5).format(runs=runs)
+
+
 def compose(cover: LandCover, info: ChipInfo) -> str:
     """Turn measurements into sentences; phrasing is chosen by a hash of ``info.cell_id``."""
     seed = hashlib.sha256(info.cell_id.encode()).digest()
@@ -192,7 +237,7 @@ def compose(cover: LandCover, info: ChipInfo) -> str:
         where = _where(cover.sectors[first], f1)
         if f1 < 0.6 and not where.startswith("spread"):
             sentences.append(f"{_cap(nouns[first])} {_agree(nouns[first])['is_']} {where}.")
-    secondary = [c for c in ranked[1:] if cover.fractions[c] >= 0.08]
+    secondary = [c for c in ranked[1:] if cover.fractions[c] >= MENTION.get(c, 0.08)]
     if template is None:
         secondary = [c for c in secondary if c != second]
     for k, cls in enumerate(secondary):
@@ -201,10 +246,8 @@ def compose(cover: LandCover, info: ChipInfo) -> str:
             share=_share_words(frac), Share=_cap(_share_words(frac)),
             where=_where(cover.sectors[cls], frac),
             **_agree(nouns[cls])))
-    for k, line in enumerate(cover.lines[:2]):
-        through = "through the centre" if line.sector == "centre" else f"across the {line.sector}"
-        sentences.append(_pick(LINE, seed, 5 + k).format(
-            orient=line.orientation, through=through, through_short=through.split(" ", 1)[1]))
+    if cover.lines:
+        sentences.append(_lines_sentence(cover.lines[:2], seed))
     fabric = _built_fabric(cover, tier)
     if fabric:
         sentences.append(fabric)

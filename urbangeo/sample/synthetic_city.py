@@ -65,8 +65,15 @@ _ROOFS = {
 _GROUND = {WATER: (36, 68, 90), PARK: (88, 132, 60), DOWNTOWN: (142, 139, 131),
            RESIDENTIAL: (102, 124, 72), SUBURB: (106, 140, 70), INDUSTRIAL: (118, 116, 110),
            ROAD: (86, 86, 90), FARMLAND: (140, 150, 90)}
-_GROUND_NIR = {WATER: 12, PARK: 170, DOWNTOWN: 80, RESIDENTIAL: 140, SUBURB: 160,
-               INDUSTRIAL: 85, ROAD: 45, FARMLAND: 170}
+# NIR as real 4-band imagery shows it: water absorbs NIR; grass reflects it two to three times
+# more than red (NDVI 0.3-0.5); asphalt, concrete and bare soil are spectrally flat, their NIR
+# a little above their visible level (NDWI <= 0), so they never pass for water.
+_GROUND_NIR = {WATER: 12, PARK: 205, DOWNTOWN: 150, RESIDENTIAL: 190, SUBURB: 200,
+               INDUSTRIAL: 125, ROAD: 95, FARMLAND: 170}
+_ARTERIAL_RGB, _ARTERIAL_NIR = (70, 71, 75), 80  # fresher, darker asphalt
+_UNDERSTORY_RGB, _UNDERSTORY_NIR = (74, 104, 52), 185
+_SIDEWALK_RGB, _SIDEWALK_NIR = (158, 155, 148), 165
+_MARKING_RGB, _MARKING_NIR = (206, 204, 190), 215
 _TREE_PROB = {PARK: 0.55, SUBURB: 0.3, RESIDENTIAL: 0.18, DOWNTOWN: 0.03, INDUSTRIAL: 0.04,
               FARMLAND: 0.05}
 # per building pixel: people per floor, t CO2 per floor, GDP per floor (by zone)
@@ -286,7 +293,7 @@ def _render(rng: np.random.Generator, lay: _Layout) -> np.ndarray:
     fi, fj = (coords[None, :] // 160).astype(int), (coords[:, None] // 290).astype(int)
     crops = np.array([(146, 156, 86), (120, 148, 70), (176, 162, 112), (150, 128, 92),
                       (104, 138, 64)], np.float32)
-    crop_nir = np.array([190, 205, 95, 80, 210], np.float32)
+    crop_nir = np.array([190, 205, 185, 160, 210], np.float32)  # 3rd, 4th: fallow soil
     field = (fi * 7 + fj * 13 + rng.integers(0, 5)) % len(crops)
     farm = lu == FARMLAND
     rows = 1 + 0.06 * np.sin(coords[None, :] * 2 * np.pi / 9)
@@ -296,12 +303,13 @@ def _render(rng: np.random.Generator, lay: _Layout) -> np.ndarray:
     lawn = _value_noise(rng, (n, n), 24)[..., None]
     garden = np.isin(lu, (RESIDENTIAL, SUBURB, PARK))
     rgb[garden] *= (0.85 + 0.3 * lawn)[garden]
-    rgb[lay.sidewalk] = (158, 155, 148)
-    nir[lay.sidewalk] = 85
-    rgb[lay.arterial & (lu == ROAD)] = (70, 71, 75)
-    rgb[lay.centre_line] = (206, 204, 190)
+    rgb[lay.sidewalk], nir[lay.sidewalk] = _SIDEWALK_RGB, _SIDEWALK_NIR
+    asphalt = lay.arterial & (lu == ROAD)
+    rgb[asphalt], nir[asphalt] = _ARTERIAL_RGB, _ARTERIAL_NIR
+    rgb[lay.centre_line], nir[lay.centre_line] = _MARKING_RGB, _MARKING_NIR
     rgb[lay.building] = (lay.roof * lay.gable[..., None])[lay.building]
-    nir[lay.building] = (lay.roof[..., 0] * 0.45 + 20)[lay.building]
+    # Roofing (tiles, concrete, metal, tar) is flat or rising into NIR: about its brightest band.
+    nir[lay.building] = (lay.roof.max(axis=-1) * 1.05 * lay.gable)[lay.building]
 
     # Tree canopy: one candidate tree per 20 m cell, radius 3.5-7 m, lit from the north-west;
     # smooth noise clusters them into groves (and woods on farmland).
@@ -315,7 +323,11 @@ def _render(rng: np.random.Generator, lay: _Layout) -> np.ndarray:
     prob = np.array([_TREE_PROB.get(c, 0.0) for c in range(len(CLASSES))], np.float32)[lu]
     groves = _value_noise(rng, (n, n), 60)
     prob = prob * (0.3 + 1.4 * groves)
-    prob[farm & (groves > 0.72)] = 0.9
+    woods = farm & (groves > 0.72)
+    prob[woods] = 0.9
+    # a wood's floor is grass and undergrowth, not the ploughed field it replaces
+    rgb[woods] = (np.array(_UNDERSTORY_RGB, np.float32) * (0.85 + 0.3 * lawn))[woods]
+    nir[woods] = _UNDERSTORY_NIR
     ground_px = ~lay.building & ~np.isin(lu, (ROAD, WATER))
     tree = (tx**2 + ty**2 < rad**2) & (t[..., 0] < prob) & ground_px
     lit = 1 + 0.35 * (tx + ty) / (rad * 1.42)  # pixel west/north of centre: brighter
