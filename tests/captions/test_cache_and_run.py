@@ -17,7 +17,13 @@ import pytest
 from shapely.geometry import box
 
 from urbangeo.captions.base import ChipInfo
-from urbangeo.captions.cache import CacheWriter, default_cache_path, key_hash, load_cache
+from urbangeo.captions.cache import (
+    CacheWriter,
+    compact_cache,
+    default_cache_path,
+    key_hash,
+    load_cache,
+)
 from urbangeo.captions.describe import DescribeCaptioner
 from urbangeo.captions.run import caption_cells
 from urbangeo.errors import InputError, RemoteError
@@ -266,3 +272,26 @@ def test_cache_ignores_torn_and_foreign_lines(tmp_path: Path) -> None:
         writer.append("a", "first, redone")
     assert load_cache(cache, key) == {"a": "first, redone", "b": "second", "c": "third"}
     assert load_cache(tmp_path / "missing.jsonl", key) == {}
+
+
+def test_compaction_keeps_the_last_line_per_cell_and_key(tmp_path: Path) -> None:
+    cache = tmp_path / "c.jsonl"
+    with CacheWriter(cache, "k1") as writer:
+        for text in ("old", "older?", "newest"):
+            writer.append("a", text)
+    with CacheWriter(cache, "k2") as writer:
+        writer.append("a", "other prompt")
+    with cache.open("a", encoding="utf-8") as fh:
+        fh.write('{"cell_id": "b", "key": "k1", "capt')  # torn by a kill
+    compact_cache(cache)
+    assert len(cache.read_text(encoding="utf-8").splitlines()) == 2
+    assert load_cache(cache, "k1") == {"a": "newest"}
+    assert load_cache(cache, "k2") == {"a": "other prompt"}
+
+
+def test_recaptioning_does_not_grow_the_cache(tmp_path: Path) -> None:
+    path = make_cells(tmp_path)
+    for _ in range(3):
+        _run(path, Counting(), recaption=True)
+    lines = default_cache_path(path).read_text(encoding="utf-8").splitlines()
+    assert len(lines) == len(COVERS)

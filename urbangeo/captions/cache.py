@@ -16,6 +16,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+from urbangeo._atomic import write_text_atomic
+
 
 def key_hash(cache_key: str) -> str:
     """Short, stable identity of a cache key (what the GeoPackage stores as the prompt hash)."""
@@ -28,10 +30,9 @@ def default_cache_path(cells_path: str | os.PathLike[str]) -> Path:
     return cells_path.with_name(f"{cells_path.stem}.captions.jsonl")
 
 
-def load_cache(path: str | os.PathLike[str], key: str) -> dict[str, str]:
-    """Cached raw captions for ``key`` (a :func:`key_hash`), by cell id; ``{}`` if no file."""
-    path = Path(path)
-    found: dict[str, str] = {}
+def _records(path: Path) -> dict[tuple[str, str], str]:
+    """Every well-formed record, the last line per ``(cell_id, key)`` winning."""
+    found: dict[tuple[str, str], str] = {}
     if not path.exists():
         return found
     with path.open("r", encoding="utf-8", errors="replace") as fh:
@@ -41,12 +42,28 @@ def load_cache(path: str | os.PathLike[str], key: str) -> dict[str, str]:
             except ValueError:
                 continue
             if (
-                isinstance(record, dict) and record.get("key") == key
+                isinstance(record, dict) and isinstance(record.get("key"), str)
                 and isinstance(record.get("cell_id"), str)
                 and isinstance(record.get("caption"), str)
             ):
-                found[record["cell_id"]] = record["caption"]
+                found[record["cell_id"], record["key"]] = record["caption"]
     return found
+
+
+def load_cache(path: str | os.PathLike[str], key: str) -> dict[str, str]:
+    """Cached raw captions for ``key`` (a :func:`key_hash`), by cell id; ``{}`` if no file."""
+    return {cid: text for (cid, k), text in _records(Path(path)).items() if k == key}
+
+
+def compact_cache(path: str | os.PathLike[str]) -> None:
+    """Rewrite the cache atomically with one line per ``(cell_id, key)``, dropping superseded
+    and torn lines, so recaptioning does not grow the file without bound."""
+    path = Path(path)
+    if not path.exists():
+        return
+    lines = [json.dumps({"cell_id": cid, "key": key, "caption": text}, ensure_ascii=False)
+             for (cid, key), text in _records(path).items()]
+    write_text_atomic(path, "".join(line + "\n" for line in lines))
 
 
 class CacheWriter:

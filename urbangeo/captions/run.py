@@ -23,7 +23,13 @@ import numpy as np
 
 from urbangeo._concurrency import bounded_map
 from urbangeo.captions.base import Captioner, ChipInfo
-from urbangeo.captions.cache import CacheWriter, default_cache_path, key_hash, load_cache
+from urbangeo.captions.cache import (
+    CacheWriter,
+    compact_cache,
+    default_cache_path,
+    key_hash,
+    load_cache,
+)
 from urbangeo.captions.refine import refine
 from urbangeo.errors import DataError, InputError, UrbangeoError
 from urbangeo.geo.cells import CellsFile
@@ -139,6 +145,7 @@ def caption_cells(
                 progress.advance(1)
     finally:
         progress.finish()
+    compact_cache(report.cache_path)
     return _with_captions(cells_file, captioner, captions, set(with_chip), store, report,
                           refine_options), report
 
