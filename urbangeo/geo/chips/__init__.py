@@ -103,7 +103,7 @@ def cut_chips(cells_file: CellsFile, cells_path: Path, sources: Sequence[str | C
     opened = open_sources(sources, indexes=indexes, cache_dir=cache_dir,
                           max_connections=max_connections)
     try:
-        names = _band_names(band_names, opened, nir_band)
+        names = _band_names(band_names, opened, nir_band, progress)
         covered = [any(s.overlaps(w) for s in opened) for w in windows]
         if not any(covered):
             raise NoOverlapError(_no_overlap_message(cells_file, opened))
@@ -194,12 +194,17 @@ def _channel_indexes(bands: Sequence[int] | None, nir_band: int | None) -> list[
 
 
 def _band_names(band_names: Sequence[str] | None, sources: Sequence[ChipSource],
-                nir_band: int | None) -> list[str]:
-    """Given names, else what the first source says its bands are, else red,green,blue."""
+                nir_band: int | None, progress: Progress) -> list[str]:
+    """Given names, else what the first source says its bands are, else red,green,blue; the
+    guess is said out loud, since GDAL labels any 3-band byte GeoTIFF red,green,blue and a
+    false-colour scene read that way makes captions call forests cities."""
     n = 3 + (nir_band is not None)
     if band_names is None:
         hint = sources[0].band_names_hint()[:3]
         names = [str(h) for h in hint] if all(hint) else ["red", "green", "blue"]
+        origin = "from the raster's colour interpretation" if all(hint) else "assumed"
+        progress.info(f"chip channels taken as {','.join(names)} ({origin}); if the imagery "
+                      "is false colour, say so with --band-names (e.g. nir,red,green)")
     else:
         names = [name.strip() for name in band_names]
         if not all(names):
