@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import re
 import sqlite3
+import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyogrio
 import pytest
 
 from urbangeo.errors import DataError, InputError
 from urbangeo.geo.cells import read_cells, write_cells
 from urbangeo.geo.grid import build_grid
+from urbangeo.geo.rasterize import write_cell_raster
 from urbangeo.geo.styles import (
     FILL_ALPHA,
     cells_style,
@@ -105,3 +110,43 @@ def test_grid_output_carries_default_styles_in_layer_styles(tmp_path: Path) -> N
     assert [(name, default) for name, default, _ in rows] == [("cells", 1)]
     assert 'attr="density"' in rows[0][2]
     assert read_cells(tmp_path / "cells.gpkg").style_qml == rows[0][2]
+
+
+def test_styles_table_is_visible_through_gdal(tmp_path: Path) -> None:
+    """QGIS reads a GeoPackage's default style through GDAL, which only sees tables listed in
+    gpkg_contents; an unlisted layer_styles table is silently ignored by QGIS."""
+    cf = build_grid(bbox="-122.23,37.57,-122.05,37.67")
+    cf.style_qml = cells_style(cf.cells, None)
+    write_cells(tmp_path / "cells.gpkg", cf)
+    assert "layer_styles" in {name for name, _ in pyogrio.list_layers(tmp_path / "cells.gpkg")}
+    with sqlite3.connect(tmp_path / "cells.gpkg") as con:
+        (stamp,) = con.execute("SELECT update_time FROM layer_styles").fetchone()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stamp)
+
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def _has_qgis() -> bool:
+    probe = subprocess.run([SYSTEM_PYTHON, "-c", "import qgis.core"], capture_output=True)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not Path(SYSTEM_PYTHON).exists() or not _has_qgis(),
+                    reason="QGIS's Python bindings (Debian python3-qgis) are not installed")
+def test_real_qgis_opens_cells_and_cog_styled(tmp_path: Path) -> None:
+    cf = build_grid(bbox="-122.23,37.57,-122.05,37.67")
+    cf.cells["density"] = np.arange(len(cf.cells), dtype=float)
+    cf.style_qml = cells_style(cf.cells, "density")
+    write_cells(tmp_path / "cells.gpkg", cf)
+    write_cell_raster(cf, ["density"], tmp_path / "density.tif")
+    script = Path(__file__).resolve().parents[1] / "qgis_open.py"
+    out = subprocess.run([SYSTEM_PYTHON, str(script), str(tmp_path / "cells.gpkg"),
+                          str(tmp_path / "density.tif")],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    vector, raster = (json.loads(line) for line in out.splitlines() if line.startswith("{"))
+    assert vector["valid"] and vector["style_loaded"]
+    assert (vector["renderer"], vector["attribute"]) == ("graduatedSymbol", "density")
+    assert vector["crs"] == "EPSG:32610"
+    assert raster["valid"] and raster["style_loaded"]
+    assert raster["renderer"] == "singlebandpseudocolor"

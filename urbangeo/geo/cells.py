@@ -114,7 +114,7 @@ CREATE TABLE IF NOT EXISTS layer_styles (
   id INTEGER PRIMARY KEY AUTOINCREMENT, f_table_catalog TEXT(256), f_table_schema TEXT(256),
   f_table_name TEXT(256), f_geometry_column TEXT(256), styleName TEXT(30), styleQML TEXT,
   styleSLD TEXT, useAsDefault BOOLEAN, description TEXT, owner TEXT(30), ui TEXT(30),
-  update_time DATETIME DEFAULT CURRENT_TIMESTAMP)
+  update_time DATETIME DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))
 """
 
 
@@ -125,11 +125,16 @@ def _write_metadata(con: sqlite3.Connection, metadata: dict[str, Any]) -> None:
         f"INSERT INTO {METADATA_TABLE} (key, value) VALUES (?, ?)",
         [(key, json.dumps(value, sort_keys=True)) for key, value in metadata.items()],
     )
-    # Register the metadata table as a GeoPackage attributes table so GDAL/QGIS list it cleanly.
+    _register_attributes_table(con, METADATA_TABLE)
+
+
+def _register_attributes_table(con: sqlite3.Connection, table: str) -> None:
+    """List ``table`` in ``gpkg_contents``: GDAL (and so QGIS) only sees registered tables, and
+    QGIS reads its default style through GDAL."""
     con.execute(
         "INSERT OR REPLACE INTO gpkg_contents (table_name, data_type, identifier, last_change) "
         "VALUES (?, 'attributes', ?, ?)",
-        (METADATA_TABLE, METADATA_TABLE, datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")),
+        (table, table, datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")),
     )
 
 
@@ -140,6 +145,7 @@ def _write_style(con: sqlite3.Connection, cf: CellsFile) -> None:
         "SELECT column_name FROM gpkg_geometry_columns WHERE table_name=?", (cf.layer,)
     ).fetchone()[0]
     con.execute(_LAYER_STYLES_DDL)
+    _register_attributes_table(con, "layer_styles")
     con.execute("DELETE FROM layer_styles WHERE f_table_name=?", (cf.layer,))
     con.execute(
         "INSERT INTO layer_styles (f_table_catalog, f_table_schema, f_table_name, "
@@ -162,7 +168,9 @@ def write_cells(path: str | Path, cf: CellsFile, *, extra_layers: Sequence[Cells
         raise InputError("cells have no CRS: every cells layer must carry its grid CRS")
     with atomic_path(path) as tmp:
         for layer_file in (cf, *extra_layers):
-            pyogrio.write_dataframe(layer_file.cells, tmp, layer=layer_file.layer, driver="GPKG")
+            # GeoPackage 1.2: what QGIS 3.22 LTR's GDAL reads without warnings.
+            pyogrio.write_dataframe(layer_file.cells, tmp, layer=layer_file.layer, driver="GPKG",
+                                    dataset_options={"VERSION": "1.2"})
         with sqlite3.connect(tmp) as con:
             _write_metadata(con, cf.metadata)
             for layer_file in (cf, *extra_layers):
