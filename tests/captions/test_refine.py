@@ -51,6 +51,16 @@ def _only(name: str) -> list[Rule]:
      "The area shows a large, open field with a train track."),
     ("duplicate_sentence", "A river runs south. A river runs south. The river runs south!",
      "A river runs south."),
+    ("parked_vehicles", "A road runs east, and there are several cars parked along the road.",
+     "A road runs east, and there is parking along the road."),
+    ("parked_vehicles", "Some of the cars are parked near the river, while others are "
+     "scattered throughout the city.", "There is parking near the river."),
+    ("hedge_alternatives", "A body of water, possibly a lake or a reservoir, lies east.",
+     "A body of water, a lake or a reservoir, lies east."),
+    ("speculative_tail", "A river crosses, indicating a bustling urban environment.",
+     "A river crosses. It includes urban areas."),
+    ("purpose_tail", "Houses line the road, creating a dense residential neighbourhood.",
+     "Houses line the road. It includes residential areas."),
 ])
 def test_each_rule_alone(name, raw, refined):
     result = refine(raw, 3.0, rules=_only(name))
@@ -77,10 +87,24 @@ def test_connective_left_alone_goes_too():
     assert refine(text, 3.0).text == "It includes a field."
 
 
+def test_a_dangling_both_clause_goes_with_its_vehicles():
+    text = "There are several cars on the streets, both parked and moving."
+    assert refine(text, 3.0).text == "It includes streets."
+
+
+def test_a_single_hedged_guess_is_not_turned_into_a_fact():
+    text = "A body of water, possibly a river, lies east. A building, probably a school or a " \
+           "prison, stands west."
+    assert refine(text, 3.0).text == "A body of water, lies east. A building, stands west."
+
+
 def test_resolution_decides_whether_cars_are_facts():
     text = "A parking lot holds about forty cars."
     assert refine(text, 0.3).text == text  # resolvable at 30 cm
     assert refine(text, 3.0).text == "It includes a parking lot."  # the lot is resolvable
+    parked = "Several cars are parked along the road."
+    assert refine(parked, 0.3).text == parked
+    assert refine(parked, 3.0).text == "There is parking along the road."
 
 
 def test_length_limits_cut_at_sentence_borders():

@@ -25,7 +25,8 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s*(?=[A-Z\"'(])|\n+")
 _CLAUSE_SPLIT = re.compile(r"(\s*[,;:]\s+|\s+-\s+|\s*[,;]\s*(?=and\b|while\b|with\b|but\b))")
 _WORD = re.compile(r"[a-z0-9']+")
 _DEPENDENT = frozenset({"which", "who", "with", "including", "and", "or", "but", "while", "such",
-                        "as", "to", "for", "from", "of", "on", "in", "at", "by", "some", "others"})
+                        "as", "to", "for", "from", "of", "on", "in", "at", "by", "some", "others",
+                        "both", "either"})
 """First words of a clause that cannot stand alone once the main clause before it is removed."""
 _CONNECTIVE = re.compile(r"\s*(?:additionally|in addition|moreover|furthermore|also|in total|"
                          r"overall|meanwhile|however)\s*[,;:]?\s*", re.IGNORECASE)
@@ -164,10 +165,15 @@ def _apply(rule: Rule, rx: re.Pattern[str] | None, sentences: list[str],
             if salvaged:
                 out.extend(t for t in (_tidy(s), salvaged) if t)
                 continue
-        elif rule.action == "remove-phrase":
-            for m in rx.finditer(s):
-                report.record(rule.name, m.group(0))
-            s = rx.sub("", s)
+        elif rule.action == "remove-phrase" and rx.search(s):
+            phrases = [m.group(0) for m in rx.finditer(s)]
+            for phrase in phrases:
+                report.record(rule.name, phrase)
+            s = _tidy(rx.sub("", s))
+            salvaged = _salvage(rule, " ".join(phrases), _known(sentences, original, s))
+            if salvaged:
+                out.extend(t for t in (s, salvaged) if t)
+                continue
         elif rule.action == "rewrite":
             for m in rx.finditer(s):
                 report.record(rule.name, m.group(0))

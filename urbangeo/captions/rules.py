@@ -7,11 +7,12 @@ when it applies. Actions:
 - ``remove-clause`` — drop the comma/semicolon-delimited clause that matches, keeping the rest
   of the sentence ("a body of water, possibly a lake, surrounded by trees" keeps its facts);
   a sentence left with fewer than three words goes too. With ``keep`` (a regex), the places a
-  removed clause mentions survive: "several cars are parked along the streets near a parking
+  removed clause mentions survive: "several cars are driving along the streets near a parking
   lot" becomes "It includes streets and a parking lot." — the cars were invented, the
   streets and the parking lot are infrastructure visible at the chip's resolution.
-  ``remove-sentence`` rules take ``keep`` too: "The scene gives a sense of a bustling mix of
-  residential and commercial areas" leaves "It includes residential and commercial areas.".
+  ``remove-sentence`` and ``remove-phrase`` rules take ``keep`` too: "The scene gives a sense
+  of a bustling mix of residential and commercial areas" leaves "It includes residential and
+  commercial areas."; ", creating a dense urban environment" leaves "It includes urban areas.".
 - ``remove-phrase`` — delete just the matched text (a trailing ", indicating that ...").
 - ``rewrite`` — replace the match with ``replacement`` (``re.sub`` syntax, groups allowed).
 - ``remove-duplicate`` — drop a sentence whose word set overlaps an earlier one by at least
@@ -66,6 +67,16 @@ LAND_USE = (rf"\b(?:{'|'.join(LAND_USE_WORDS)})"
 """Land use and character ('urban', 'rural') that summary sentences name; a bare adjective is
 kept as '<adjective> areas' ("a bustling urban environment" -> "urban areas")."""
 
+_WATER = r"\b(?:lakes?|rivers?|reservoirs?|ponds?|canals?|streams?|creeks?|seas?|oceans?|bays?|"\
+         r"harbou?rs?|wetlands?|marsh(?:es)?)\b"
+"""Water bodies: visible as water at any chip resolution. An either-or guess among them (or
+among PLACES: "a factory or a warehouse") names what is seen and keeps its uncertainty; a
+single hedged guess ("possibly a school") is still dropped by ``hedge_clause``."""
+
+_QUANTITY = (r"(?:(?:several|numerous|many|a\s+few|few|some|multiple|various|a\s+number\s+of|"
+             r"a\s+couple\s+of|\d+)\s+)?")
+_VEHICLES = r"(?:cars?|vehicles?)(?:\s+and\s+(?:a\s+few\s+)?(?:trucks?|vehicles?|buses))?"
+
 _MOOD = (r"(?:bustling|vibrant|peaceful|serene|lively|picturesque|charming|tranquil|pleasant|"
          r"thriving|scenic|beautiful|stunning|idyllic|inviting|relaxing|busy|calm|quiet|"
          r"harmonious)")
@@ -106,11 +117,13 @@ RULES: tuple[Rule, ...] = (
     Rule("speculative_tail", "remove-phrase",
          r",?\s*(?:which\s+|and\s+)?(?:suggesting|indicating|implying|hinting|suggests|indicates|"
          r"implies|signifying|showcasing|highlighting|emphasizing)\b[^.;]*",
+         keep=LAND_USE,
          description="trailing inference: ', indicating that the area is a busy hub'"),
     Rule("purpose_tail", "remove-phrase",
          r",\s*(?:which\s+(?:adds|creates|contributes|gives|makes|provides|offers|allows|"
          r"enhances|helps|serves)|adding|creating|contributing|giving|making|providing|offering|"
          r"allowing|enhancing|helping|serving)\b[^.;]*",
+         keep=LAND_USE,
          description="trailing purpose or effect: ', adding to the recreational options ...'"),
     Rule("hedge_rewrite", "rewrite",
          r"\b(?:appears|seems)\s+to\s+be\b", replacement="is",
@@ -118,6 +131,22 @@ RULES: tuple[Rule, ...] = (
     Rule("hedge_rewrite_plural", "rewrite",
          r"\b(?:appear|seem)\s+to\s+be\b", replacement="are",
          description="'appear to be warehouses' -> 'are warehouses'"),
+    Rule("parked_vehicles", "rewrite",
+         rf"(?:\bthere\s+(?:are|is)\s+{_QUANTITY}{_VEHICLES}\s+(?:visible\s+|neatly\s+)?"
+         rf"|(?:^|(?<=,\s)|(?<=\band\s)){_QUANTITY}(?:of\s+the\s+)?{_VEHICLES}\s+(?:are|is)\s+"
+         r"(?:neatly\s+)?)parked\s+"
+         r"((?:along|on|in|near|at|by|throughout|around|inside|within|next\s+to|beside)\b[^,.;]*)"
+         r"(?:,?\s*(?:while|with)\s+(?:some|others)\b[^.;]*)?",
+         replacement=r"there is parking \1", min_pixel_size_m=1.0,
+         description="'there are several cars parked along the road' -> 'there is parking along "
+                     "the road': parked cars are too small to count at >= 1 m pixels, but the "
+                     "parking is land use; ', while others are ...' about the cars goes too"),
+    Rule("hedge_alternatives", "rewrite",
+         rf"\b(?:possibly|perhaps|probably|likely)\s+((?:an?\s+)?(?:{_WATER}|{PLACES})\s+or\s+"
+         rf"(?:an?\s+)?(?:{_WATER}|{PLACES}))",
+         replacement=r"\1",
+         description="'water, possibly a lake or a river' -> 'water, a lake or a river': the "
+                     "named alternatives keep the uncertainty, the hedge word adds nothing"),
     Rule("hedge_clause", "remove-clause",
          r"\b(?:possibly|perhaps|probably|likely|might|may\s+be|could\s+be|it\s+appears|"
          r"it\s+seems|seemingly|presumably)\b",
