@@ -107,6 +107,7 @@ def test_bbox_parsing_and_antimeridian() -> None:
     ("200,0,210,1", "-180..180"),
     ("5,0,5,1", "zero width"),
     ("1,2,nan,4", "non-finite"),
+    ("8.6,47.3,8.5,47.4", "did you swap minx and maxx"),
 ])
 def test_bad_bbox(text: str, match: str) -> None:
     with pytest.raises(InputError, match=match):
@@ -118,3 +119,13 @@ def test_bad_bbox_in_projected_crs_and_bad_crs() -> None:
         aoi_from_bbox("510000,0,500000,10", "EPSG:32610")
     with pytest.raises(CRSError, match="not a coordinate reference system"):
         aoi_from_bbox("0,0,1,1", "EPSG:99999999")
+
+
+def test_degrees_typed_with_a_metric_bbox_crs_are_refused() -> None:
+    """8.5,47.3 in UTM 32N metres is a box a few centimetres wide off Gabon, not Zurich."""
+    with pytest.raises(InputError, match="look like degrees: use --bbox-crs EPSG:4326"):
+        aoi_from_bbox("8.5,47.3,8.6,47.4", "EPSG:32632")
+    with pytest.raises(InputError, match="outside where --bbox-crs EPSG:32632 is defined"):
+        aoi_from_bbox("5000000,5200000,5010000,5210000", "EPSG:32632")
+    zurich = aoi_from_bbox("460000,5240000,470000,5250000", "EPSG:32632")
+    assert zurich.geometry.area == pytest.approx(1e8)

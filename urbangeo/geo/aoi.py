@@ -81,10 +81,41 @@ def aoi_from_bbox(text: str, crs: str | int | pyproj.CRS = "EPSG:4326") -> AOI:
         if minx == maxx:
             raise InputError(f"bbox '{text}' has zero width: {hint}")
         if minx > maxx:  # crosses the antimeridian: keep the box continuous east of 180
+            if maxx - minx + 360.0 > 180.0:
+                raise InputError(
+                    f"bbox '{text}': minx > maxx means a box across the antimeridian, but this "
+                    f"one would span {maxx - minx + 360.0:g}° of longitude; did you swap minx "
+                    f"and maxx? {hint}")
             maxx += 360.0
     elif minx >= maxx:
         raise InputError(f"bbox '{text}': minx ({minx:g}) must be below maxx ({maxx:g}): {hint}")
+    else:
+        _check_in_area_of_use(text, (minx, miny, maxx, maxy), bbox_crs)
     return AOI(shapely.box(minx, miny, maxx, maxy), bbox_crs, f"bbox:{text}")
+
+
+def _check_in_area_of_use(text: str, bounds: tuple[float, float, float, float],
+                          crs: pyproj.CRS) -> None:
+    """Refuse a projected bbox that lies outside its CRS's area of use: almost always degrees
+    typed with a metric --bbox-crs, which would otherwise grid a box a few metres wide."""
+    area = crs.area_of_use
+    if area is None:
+        return
+    to_lonlat = pyproj.Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    west, south, east, north = to_lonlat.transform_bounds(*bounds)
+    if not all(math.isfinite(v) for v in (west, south, east, north)):
+        inside = False
+    else:
+        margin = 1.0  # degrees: UTM and friends are usable a little past their official zone
+        inside = (west < area.east + margin and east > area.west - margin
+                  and south < area.north + margin and north > area.south - margin)
+    if not inside:
+        degrees = all(abs(v) <= 180 for v in bounds)
+        raise InputError(
+            f"bbox '{text}' lies outside where --bbox-crs {crs.to_string()} is defined "
+            f"(longitude {area.west:g}..{area.east:g}, latitude {area.south:g}..{area.north:g})"
+            + ("; these look like degrees: use --bbox-crs EPSG:4326" if degrees else "")
+        )
 
 
 def load_aoi(path: str | Path, *, layer: str | None = None, progress: Progress = SILENT) -> AOI:
