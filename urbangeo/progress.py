@@ -89,3 +89,8 @@ class JsonLinesProgress:
 
     def finish(self) -> None:
         self._emit("finish", force=True)
+        self._stage, self._total, self._done = "", None, 0
+
+    def error(self, message: str) -> None:
+        """The run failed: one last record, so a reader of stdout learns why."""
+        self._emit("error", message, force=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+from typing import Any, NoReturn
 
 import click
 
@@ -58,28 +59,43 @@ def cli(ctx: click.Context, progress_mode: str) -> None:
       urbangeo indicators cells.gpkg --indicator pop=pop.tif:sum
       urbangeo caption cells.gpkg          describe each chip, refine the text
       urbangeo rasterize cells.gpkg COLUMN -o out.tif
+      urbangeo demo                        all of it on a bundled synthetic city
     Run `urbangeo COMMAND --help` for each command's options.
     """
     from urbangeo.cli.progress import make_progress
 
-    ctx.obj = {"progress": make_progress(progress_mode), "progress_mode": progress_mode}
+    ctx.ensure_object(dict).update(progress=make_progress(progress_mode),
+                                   progress_mode=progress_mode)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; user mistakes print one line and exit non-zero, without a traceback."""
+    """Run the CLI; mistakes print one ``error:`` line (and, with ``--progress json``, an
+    ``{"type": "error"}`` record on stdout for the program reading it) and exit non-zero,
+    without a traceback."""
+    state: dict[str, Any] = {}
     try:
-        cli.main(args=argv, prog_name="urbangeo", standalone_mode=False)
+        cli.main(args=argv, prog_name="urbangeo", standalone_mode=False, obj=state)
     except UrbangeoError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+        _fail(state, str(exc), exc.exit_code)
     except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
+        _fail(state, "aborted", 130)
+    except click.UsageError as exc:
+        path = exc.ctx.command_path if exc.ctx is not None else "urbangeo"
+        _fail(state, f"{exc.format_message()} (see `{path} --help`)", exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+        _fail(state, exc.format_message(), exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+
+
+def _fail(state: dict[str, Any], message: str, code: int) -> NoReturn:
+    from urbangeo.progress import JsonLinesProgress
+
+    progress = state.get("progress")
+    if isinstance(progress, JsonLinesProgress):
+        progress.error(message)
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
