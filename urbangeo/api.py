@@ -204,8 +204,12 @@ def grid(
         raise InputError("--cell-size does not apply to --scheme xyz: the tile size follows "
                          "--zoom (each zoom level halves it)")
     output = Path(output)
-    _refuse_overwrite(output, overwrite)
+    _check_output(output, overwrite, (".gpkg",), "a GeoPackage")
     specs = _indicator_specs(indicators)
+    known = {"row", "col", *(spec.name for spec in specs)}
+    if style_column is not None and style_column not in known:
+        raise InputError(f"--style-column {style_column} is not a column grid writes: use one "
+                         f"of {', '.join(sorted(known))}")
     if not isinstance(bbox, str | None):
         bbox = ",".join(repr(float(v)) for v in bbox)
     sizing = {} if cell_size is None else {"cell_size": cell_size}
@@ -342,7 +346,7 @@ def rasterize(cells: PathLike, columns: str | Sequence[str], output: PathLike, *
     from urbangeo.geo.rasterize import write_cell_raster
 
     output = Path(output)
-    _refuse_overwrite(output, overwrite)
+    _check_output(output, overwrite, (".tif", ".tiff"), "a Cloud-Optimized GeoTIFF")
     columns = [columns] if isinstance(columns, str) else list(columns)
     cf = read_cells(cells)
     path = write_cell_raster(cf, columns, output, ramp=ramp, progress=progress)
@@ -363,7 +367,10 @@ def demo(output: PathLike = Path("outputs"), seed: int = 0, overwrite: bool = Fa
 
 # ---- shared steps ----------------------------------------------------------------------------
 
-def _refuse_overwrite(path: Path, overwrite: bool) -> None:
+def _check_output(path: Path, overwrite: bool, suffixes: tuple[str, ...], kind: str) -> None:
+    """Refuse a wrong output name or an unwanted overwrite before any work is done."""
+    if path.suffix.lower() not in suffixes:
+        raise InputError(f"output {path} must end in {suffixes[0]} ({kind})")
     if path.exists() and not overwrite:
         raise InputError(f"{path} already exists: pass --overwrite to replace it, or choose "
                          "another -o")

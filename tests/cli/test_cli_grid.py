@@ -150,3 +150,17 @@ def test_installed_script_prints_one_error_line(tmp_path: Path) -> None:
     assert "geographic" in lines[0] and "--crs EPSG:32610" in lines[0]
     assert "Traceback" not in proc.stderr + proc.stdout
     assert not (tmp_path / "c.gpkg").exists()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["-o", "cells.txt"], "must end in .gpkg"),
+    (["-o", "cells.gpkg", "--style-column", "pop"], "--style-column pop is not a column"),
+])
+def test_output_mistakes_are_refused_before_any_work(tmp_path: Path, monkeypatch, args, needle):
+    def no_work(*_args, **_kwargs):
+        raise AssertionError("the grid was built before the output options were checked")
+
+    monkeypatch.setattr("urbangeo.geo.grid.build_grid", no_work)
+    args = [str(tmp_path / a) if a.startswith("cells.") else a for a in args]
+    result = _run("grid", "--bbox", BBOX, *args)
+    assert isinstance(result.exception, InputError) and needle in str(result.exception)
