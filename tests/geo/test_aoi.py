@@ -8,20 +8,10 @@ import geopandas as gpd
 import pyogrio
 import pytest
 import shapely
+from recording import RecordingProgress
 
 from urbangeo.errors import CRSError, GeometryError, InputError
 from urbangeo.geo.aoi import aoi_from_bbox, load_aoi
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.infos: list[str] = []
-
-    def start(self, stage: str, total: int | None, message: str = "") -> None: ...
-    def advance(self, n: int = 1, message: str = "") -> None: ...
-    def info(self, message: str) -> None:
-        self.infos.append(message)
-    def finish(self) -> None: ...
 
 
 def _write(path: Path, geoms: list, crs: str | None = "EPSG:4326", layer: str | None = None,
@@ -58,7 +48,7 @@ def test_layer_choice_and_multi_layer_refusal(tmp_path: Path) -> None:
 def test_bowtie_is_repaired_and_reported(tmp_path: Path) -> None:
     bowtie = shapely.Polygon([(0, 0), (1, 1), (1, 0), (0, 1), (0, 0)])
     assert not bowtie.is_valid
-    progress = Recorder()
+    progress = RecordingProgress()
     aoi = load_aoi(_write(tmp_path / "bow.gpkg", [bowtie, TWO_SQUARES[0]]), progress=progress)
     assert aoi.n_repaired == 1 and aoi.geometry.is_valid
     assert aoi.geometry.area == pytest.approx(0.5 + 1e-4)

@@ -12,23 +12,13 @@ import pyogrio
 import pyproj
 import pytest
 import shapely
+from recording import RecordingProgress
 
 from urbangeo.errors import CRSError, GeometryError, InputError
 from urbangeo.geo.aoi import AOI, load_aoi
 from urbangeo.geo.grid import GridSpec, build_grid, select_cells
 
 UTM10 = pyproj.CRS.from_epsg(32610)
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.infos: list[str] = []
-
-    def start(self, stage: str, total: int | None, message: str = "") -> None: ...
-    def advance(self, n: int = 1, message: str = "") -> None: ...
-    def info(self, message: str) -> None:
-        self.infos.append(message)
-    def finish(self) -> None: ...
 
 
 def utm_aoi(*bounds: float) -> AOI:
@@ -207,7 +197,7 @@ def _tile(lon: float, lat: float, z: int) -> tuple[int, int]:
 
 
 def test_xyz_tiles_match_slippy_map_numbering_and_report_ground_size() -> None:
-    progress = Recorder()
+    progress = RecordingProgress()
     cf = build_grid(bbox="-122.23,37.57,-122.05,37.67", scheme="xyz", zoom=15, progress=progress)
     cells, meta = cf.cells, cf.metadata["grid"]
     x, y = _tile(-122.1, 37.6, 15)

@@ -14,6 +14,7 @@ import shapely
 from affine import Affine
 from rasterio import features
 from rasterio.transform import from_origin
+from recording import RecordingProgress
 
 from urbangeo.errors import CRSError, DataError, InputError, NoOverlapError
 from urbangeo.geo.aoi import AOI
@@ -214,36 +215,19 @@ def test_cells_around_a_pole_on_a_lon_lat_raster_are_refused(tmp_path: Path) -> 
     ring = shapely.Point(2_000_000, 2_000_000).buffer(100_000).difference(
         shapely.Point(2_000_000, 2_000_000).buffer(50_000))
     cells = build_grid(AOI(ring, pyproj.CRS.from_epsg(32661), "ring"), cell_size=20_000)
-    recorder = _Recorder()
+    recorder = RecordingProgress()
     out, report = add_indicators(cells, [IndicatorSpec("n", raster)], progress=recorder)
     assert (out.cells["n"] > 0).all()
     assert math.isnan(report.results[0].raster_value_in_cells)
-    assert any(kind == "info" and "pole" in str(msg) for kind, msg in recorder.calls)
-
-
-class _Recorder:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, object]] = []
-
-    def start(self, stage: str, total: int | None, message: str = "") -> None:
-        self.calls.append(("start", total))
-
-    def advance(self, n: int = 1, message: str = "") -> None:
-        self.calls.append(("advance", n))
-
-    def info(self, message: str) -> None:
-        self.calls.append(("info", message))
-
-    def finish(self) -> None:
-        self.calls.append(("finish", None))
+    assert any("pole" in m for m in recorder.infos)
 
 
 def test_progress_counts_every_cell(ones: Path) -> None:
     boxes = [(X0 + 10 * i, Y0 - 10, X0 + 10 * i + 10, Y0) for i in range(50)]
-    recorder = _Recorder()
+    recorder = RecordingProgress()
     add_indicators(_cells(boxes), [IndicatorSpec("p", ones)], progress=recorder)
-    assert recorder.calls[0] == ("start", 50) and recorder.calls[-1] == ("finish", None)
-    assert sum(n for kind, n in recorder.calls if kind == "advance") == 50
+    assert recorder.events[0][2] == 50 and recorder.events[-1] == ("finish",)
+    assert recorder.advanced == 50
 
 
 def test_no_overlap_and_missing_crs_are_refused(tmp_path: Path, ones: Path) -> None:
@@ -375,10 +359,10 @@ def test_aoi_total_from_a_bbox_grid_and_a_missing_aoi_file(tmp_path: Path, ones:
     assert report.results[0].raster_value_in_aoi == pytest.approx(900.0)
     assert report.results[0].raster_value_in_cells == pytest.approx(1600.0)  # 4 x 4 cells
     grid.metadata["grid"] = {**grid.metadata["grid"], "aoi_source": str(tmp_path / "gone.gpkg")}
-    recorder = _Recorder()
+    recorder = RecordingProgress()
     _, report = add_indicators(grid, [IndicatorSpec("n", ones)], progress=recorder)
     assert report.results[0].raster_value_in_aoi is None
-    assert any(kind == "info" and "gone.gpkg" in str(msg) for kind, msg in recorder.calls)
+    assert any("gone.gpkg" in m for m in recorder.infos)
 
 
 # ---- CLI: `urbangeo indicators` ----------------------------------------------------------

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from recording import RecordingProgress
 
 from urbangeo.errors import DataError, InputError, ModelError
 from urbangeo.model import tokenizer as tokenizer_module
@@ -93,23 +94,6 @@ def open_clip_tokenizer() -> Any:
     return open_clip.tokenizer.SimpleTokenizer()
 
 
-class _Recorder:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str]] = []
-
-    def start(self, stage: str, total: int | None, message: str = "") -> None:
-        self.events.append(("start", stage))
-
-    def advance(self, n: int = 1, message: str = "") -> None:
-        self.events.append(("advance", message))
-
-    def info(self, message: str) -> None:
-        self.events.append(("info", message))
-
-    def finish(self) -> None:
-        self.events.append(("finish", ""))
-
-
 # ---- trained BPE -------------------------------------------------------------------------
 
 def test_bpe_training_is_deterministic(tmp_path: Path) -> None:
@@ -121,12 +105,12 @@ def test_bpe_training_is_deterministic(tmp_path: Path) -> None:
 
 
 def test_bpe_special_ids_vocab_bound_and_progress() -> None:
-    progress = _Recorder()
+    progress = RecordingProgress()
     tok = train_bpe(CORPUS, vocab_size=300, progress=progress)
     assert (tok.pad_id, tok.bos_id, tok.eos_id) == (0, 1, 2)
     assert tok.vocab_size == 300  # the corpus has enough pairs to fill the budget
-    assert progress.events[0] == ("start", "train tokenizer")
-    assert progress.events[-1] == ("finish", "")
+    assert progress.events[0][:2] == ("start", "train tokenizer")
+    assert progress.events[-1] == ("finish",)
     # A high min_frequency stops merging early: the size is an upper bound.
     assert train_bpe(CORPUS, vocab_size=5000, min_frequency=50).vocab_size < 5000
 
@@ -372,10 +356,10 @@ def test_fit_cuts_an_overlong_sentence_between_words_and_flags_it(bpe: UrbanToke
 
 def test_fit_chunks_losslessly_at_sentence_borders(bpe: UrbanTokenizer) -> None:
     caption = " ".join(CORPUS[:9])
-    progress = _Recorder()
+    progress = RecordingProgress()
     fitted = bpe.fit_to_context([CORPUS[0], caption], 40, mode="chunk", progress=progress)
-    assert progress.events.count(("advance", "")) == 2
-    assert ("info", fitted.summary()) in progress.events and progress.events[-1] == ("finish", "")
+    assert [e[0] for e in progress.events].count("advance") == 2
+    assert fitted.summary() in progress.infos and progress.events[-1] == ("finish",)
     assert fitted.texts[0] == CORPUS[0] and fitted.sources[0] == 0
     pieces = fitted.texts[1:]
     assert fitted.sources[1:] == [1] * len(pieces) and len(pieces) > 2
