@@ -37,6 +37,8 @@ EMPTY_CONTENT = "empty"     # 200 with an empty message content
 UNAUTHORIZED = "401"        # HTTP 401, echoing the Authorization header back (a careless server)
 REDIRECT = "307"            # a redirect to this same endpoint (a client must not follow it)
 TRUNCATED = "truncated"     # 200 whose body breaks off before its Content-Length (IncompleteRead)
+BROKEN_ERROR = "broken_500"   # HTTP 500 whose chunked error body breaks off (IncompleteRead)
+BROKEN_REFUSAL = "broken_400"  # HTTP 400 whose chunked error body breaks off
 
 
 def caption_for(image: np.ndarray) -> str:
@@ -168,6 +170,13 @@ def _handler(double: ChatDouble) -> type[BaseHTTPRequestHandler]:
                 self._send(200, b'{"id": "x", "object": "chat.completion"}')
             elif fault == EMPTY_CONTENT:
                 self._send(200, _completion(double.model, ""))
+            elif fault in (BROKEN_ERROR, BROKEN_REFUSAL):
+                # a chunk announced as 0x400 bytes, cut short by closing the connection
+                self.send_response(500 if fault == BROKEN_ERROR else 400)
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                self.wfile.write(b'400\r\n{"error": ')
+                self.close_connection = True
             elif fault == TRUNCATED:
                 self.send_response(200)
                 self.send_header("Content-Length", "1000")

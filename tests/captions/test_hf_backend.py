@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from urbangeo.captions.base import ChipInfo
-from urbangeo.errors import InputError, ModelError
+from urbangeo.errors import DataError, InputError, ModelError
 
 transformers = pytest.importorskip("transformers", reason="the hf extra is not installed")
 
@@ -168,3 +168,66 @@ def test_chat_model_gets_the_prompt_and_returns_only_new_text(tmp_path: Path) ->
     assert all(len(t.split()) == 4 for t in texts)
     assert set(" ".join(texts).split()) <= set(CHAT_WORDS)
     assert captioner.caption(chips[1], ChipInfo("b")) == texts[1]
+
+
+def test_fewer_than_three_bands_is_a_data_error(blip_dir: Path) -> None:
+    from urbangeo.captions.hf_backend import HFCaptioner
+
+    captioner = HFCaptioner(blip_dir, max_new_tokens=2)
+    with pytest.raises(DataError, match=r"cell c2 .*at least 3 bands"):
+        captioner.caption_batch([_chips(1)[0], _chips(1)[0][:2]], [ChipInfo("c1"), ChipInfo("c2")])
+    with pytest.raises(DataError, match="at least 3 bands"):
+        captioner.caption(np.zeros((48, 48), np.uint8), ChipInfo("flat"))
+
+
+def test_gpu_out_of_memory_is_a_model_error(monkeypatch, blip_dir: Path) -> None:
+    import torch
+
+    from urbangeo.captions.hf_backend import HFCaptioner
+
+    captioner = HFCaptioner(blip_dir, max_new_tokens=2, batch_size=3)
+
+    def out_of_memory(**kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(captioner._model, "generate", out_of_memory)
+    with pytest.raises(ModelError, match=r"out of memory .* smaller batch_size \(now 3\).*cpu"):
+        captioner.caption_batch(_chips(2), [ChipInfo("a"), ChipInfo("b")])
+
+
+def test_missing_processor_dependency_names_the_package(monkeypatch, blip_dir: Path) -> None:
+    from urbangeo.captions.hf_backend import HFCaptioner
+
+    def needs_torchvision(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'torchvision'", name="torchvision")
+
+    monkeypatch.setattr(transformers.AutoProcessor, "from_pretrained", needs_torchvision)
+    with pytest.raises(InputError, match="pip install torchvision"):
+        HFCaptioner(blip_dir)
+
+
+def test_weights_load_from_safetensors_only(monkeypatch, blip_dir: Path, tmp_path: Path) -> None:
+    import torch
+
+    from urbangeo.captions.hf_backend import HFCaptioner
+
+    blip = transformers.BlipForConditionalGeneration
+    real_load = blip.from_pretrained.__func__
+    seen: dict = {}
+
+    def spy(cls, *args, **kwargs):
+        seen.update(kwargs)
+        return real_load(cls, *args, **kwargs)
+
+    monkeypatch.setattr(blip, "from_pretrained", classmethod(spy))
+    HFCaptioner(blip_dir)
+    assert seen["use_safetensors"] is True  # transformers itself never falls back to .bin
+
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    for item in blip_dir.iterdir():
+        if item.suffix != ".safetensors":
+            (pickled / item.name).write_bytes(item.read_bytes())
+    torch.save(real_load(blip, blip_dir).state_dict(), pickled / "pytorch_model.bin")
+    with pytest.raises(ModelError, match=r"only pickled .*pytorch_model\.bin.*safetensors"):
+        HFCaptioner(pickled)

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import time
+import tracemalloc
+
 import numpy as np
 import pytest
 from real_chips import HAITI_BANDS, SF_BANDS, haiti_chip, sfbay_chip
 
-from urbangeo.captions.landcover import CLASSES, find_lines, local_std, measure
+from urbangeo.captions.landcover import (
+    CLASSES,
+    PAVED_BUILT_SHARE,
+    _box_mean,
+    _paved,
+    find_lines,
+    local_std,
+    measure,
+)
 from urbangeo.errors import DataError
 
 
@@ -69,6 +80,48 @@ def test_bad_chips_raise_data_error():
         measure(np.ones((3, 8, 8), np.uint8), ["red", "green"])
     with pytest.raises(DataError, match="lack"):
         measure(np.ones((2, 8, 8), np.uint8), ["nir", "swir"])
+
+
+def _fabric(size: int, seed: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Random built pixels on open land, denser in the west so the paved share varies."""
+    rng = np.random.default_rng(seed)
+    west = np.linspace(0.9, 0.05, size)[None, :]
+    built = rng.random((size, size)) < west
+    return built, built | (rng.random((size, size)) < 0.5)
+
+
+def test_paved_window_unchanged_while_it_fits_the_chip():
+    built, open_land = _fabric(160)
+    k = 91  # 90 m at 1 m/px, under the 2 * 160 + 1 cap
+    share = _box_mean(built.astype(np.float32), k) / np.maximum(
+        _box_mean(open_land.astype(np.float32), k), 1e-6)
+    expected = open_land & (share > PAVED_BUILT_SHARE)
+    paved = _paved(built, open_land, 1.0)
+    assert np.array_equal(paved, expected)
+    assert 0 < (paved & ~built).sum() < (open_land & ~built).sum()  # the test can tell apart
+
+
+def test_paved_window_capped_at_the_chip_at_centimetre_pixels():
+    """1 cm/px asks for a 9001-px window: an 8 x 8 chip once padded to 9009^2 float64 (650 MB)."""
+    built, open_land = _fabric(8)
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        paved = _paved(built, open_land, 0.01)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert time.perf_counter() - start < 1.0
+    assert peak < 1_000_000
+    assert np.array_equal(paved, _paved(built, open_land, 90.0 / 17))  # the 17-px whole-chip window
+    cover = measure(_rgbn(150, 140, 130, 110, 8), ["red", "green", "blue", "nir"], 0.01)
+    assert sum(cover.fractions.values()) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("pixel_size", [0, -1.0, float("nan"), float("inf"), None, "abc"])
+def test_bad_pixel_size_raises_data_error(pixel_size):
+    with pytest.raises(DataError, match="pixel size .* not a positive number"):
+        measure(_rgbn(150, 140, 130, 110, 8), ["red", "green", "blue", "nir"], pixel_size)
 
 
 @pytest.mark.parametrize("place, dominant", [("bay", "water"), ("hills", "vegetation"),

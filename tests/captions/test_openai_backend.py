@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from chat_double import (
+    BROKEN_ERROR,
+    BROKEN_REFUSAL,
     EMPTY_CONTENT,
     NO_CHOICES,
     NOT_JSON,
@@ -66,7 +68,7 @@ def test_success_sends_the_protocol_and_returns_the_content(monkeypatch) -> None
 
 
 @pytest.mark.parametrize("fault", [RATE_LIMIT, SERVER_ERROR, NOT_JSON, NO_CHOICES, EMPTY_CONTENT,
-                                   TRUNCATED])
+                                   TRUNCATED, BROKEN_ERROR])
 def test_each_transient_fault_is_retried(monkeypatch, fault: str) -> None:
     sleeps: list[float] = []
     with serve(ChatDouble(api_key=KEY, faults=[fault, fault])) as double:
@@ -75,6 +77,15 @@ def test_each_transient_fault_is_retried(monkeypatch, fault: str) -> None:
     assert len(double.requests) == 3 and len(sleeps) == 2
     if fault != RATE_LIMIT:  # (a 429 waits for its Retry-After instead)
         assert 0.005 <= sleeps[0] <= 0.01 <= sleeps[1] <= 0.02  # exponential backoff with jitter
+
+
+def test_a_refusal_whose_body_breaks_off_is_one_remote_error(monkeypatch) -> None:
+    """Reading the error body of a 4xx can fail too: still one RemoteError, not IncompleteRead."""
+    with serve(ChatDouble(api_key=KEY, faults=[BROKEN_REFUSAL])) as double:
+        captioner = _captioner(double.url, monkeypatch)
+        with pytest.raises(RemoteError, match=r"answered HTTP 400: check --model"):
+            captioner.caption(_chip(3), ChipInfo("c"))
+    assert len(double.requests) == 1  # a refusal is not retried
 
 
 def test_rate_limit_waits_at_least_retry_after(monkeypatch) -> None:

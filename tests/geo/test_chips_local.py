@@ -286,6 +286,15 @@ def test_ground_resolution_is_the_sources_own_when_coarser(shared_data: Path,
         section["ground_resolution_m"])
 
 
+def _chips_readable(store_path: Path) -> int:
+    """How many chips a store that another process is writing holds; 0 while it cannot be
+    opened yet (not created, or its metadata caught mid-write): the caller polls again."""
+    try:
+        return len(ChipStore.open(store_path))
+    except Exception:  # any failure to read a store being written means "not yet"
+        return 0
+
+
 def test_sigkill_mid_run_loses_at_most_the_chip_being_written(tmp_path: Path) -> None:
     """A real SIGKILL: every chip the store then holds is complete, and a rerun finishes."""
     rng = np.random.default_rng(2)
@@ -302,7 +311,7 @@ def test_sigkill_mid_run_loses_at_most_the_chip_being_written(tmp_path: Path) ->
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and child.poll() is None:
-            if store_path.exists() and len(ChipStore.open(store_path)) >= 5:
+            if _chips_readable(store_path) >= 5:
                 break
             time.sleep(0.02)
         child.send_signal(signal.SIGKILL)

@@ -80,6 +80,21 @@ def test_bad_config_raises_model_error(saved, edit, message):
         load_model(directory)
 
 
+@pytest.mark.parametrize(("field", "value"), [
+    ("patch_size", 0), ("image_size", 0), ("context_length", 0), ("text_width", -32),
+    ("vision_width", 64.0), ("vision_heads", True), ("text_layers", "2"), ("eos_id", -1),
+])
+def test_non_positive_or_non_int_sizes_name_the_field(saved, field, value):
+    """A hand-edited count gets one ModelError naming it, not a ZeroDivisionError/TypeError."""
+    _, directory = saved
+    path = directory / CONFIG_NAME
+    meta = json.loads(path.read_text())
+    meta["architecture"][field] = value
+    path.write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match=rf"{field} {value!r}.*must be positive integers"):
+        load_model(directory)
+
+
 def test_corrupt_weights_raise_model_error(saved):
     _, directory = saved
     weights = directory / WEIGHTS_NAME

@@ -2,8 +2,9 @@
 
 Optional (``pip install urbangeo[hf]``): transformers and torch are imported only when this
 backend is built. Only a directory already on disk is accepted and it is loaded with
-``local_files_only=True`` and without remote code, so nothing is downloaded or executed from the
-hub. Generation is greedy (no sampling), so the same chip always gets the same caption.
+``local_files_only=True``, without remote code and from safetensors weights only, so nothing is
+downloaded, executed from the hub or unpickled. Generation is greedy (no sampling), so the
+same chip always gets the same caption.
 
 Two model families are handled:
 - captioners without a chat template (BLIP): unconditional captions, or continuing a text prefix
@@ -24,7 +25,7 @@ import numpy as np
 
 from urbangeo.captions.base import ChipInfo
 from urbangeo.captions.registry import default_prompt, prompt_hash
-from urbangeo.errors import InputError, ModelError
+from urbangeo.errors import DataError, InputError, ModelError
 
 _INSTALL_HINT = "the hf backend needs transformers and torch: pip install urbangeo[hf]"
 
@@ -35,6 +36,29 @@ def _import_transformers() -> Any:
     except ImportError as exc:
         raise InputError(f"{_INSTALL_HINT} ({exc})") from None
     return transformers
+
+
+def _check_safetensors(path: Path) -> None:
+    """Refuse a directory without safetensors weights: pickled ``.bin`` files can run code."""
+    if any(path.glob("*.safetensors")):
+        return
+    pickled = sorted(p.name for p in path.glob("*.bin"))
+    found = f"only pickled PyTorch weights ({', '.join(pickled)})" if pickled else "no weights"
+    raise ModelError(f"{path} has {found}; the hf backend loads model*.safetensors only, since "
+                     "unpickling weights can run arbitrary code. Convert the weights to "
+                     "safetensors in a trusted environment (load the model and call "
+                     "save_pretrained(..., safe_serialization=True)), or download a "
+                     "safetensors revision")
+
+
+def _missing_package(exc: ImportError, path: Path) -> InputError:
+    """A processor or model class needs an optional package (torchvision, sentencepiece, ...)."""
+    package = getattr(exc, "name", None)
+    detail = " ".join(str(exc).split())[:300]
+    what = (f"install the package that provides {package!r} (usually `pip install "
+            f"{package.split('.')[0]}`)" if package else "install the package it names")
+    return InputError(f"the model in {path} needs a package that is not installed ({detail}): "
+                      f"{what}, then rerun")
 
 
 def _model_class(transformers: Any, config: Any) -> Any:
@@ -81,12 +105,16 @@ class HFCaptioner:
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self._torch = torch
+        _check_safetensors(path)
         try:
             config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
             auto_processor = transformers.AutoProcessor
             self._processor = auto_processor.from_pretrained(path, local_files_only=True)
             model_class = _model_class(transformers, config)
-            self._model = model_class.from_pretrained(path, local_files_only=True).to(device).eval()
+            self._model = model_class.from_pretrained(
+                path, local_files_only=True, use_safetensors=True).to(device).eval()
+        except ImportError as exc:
+            raise _missing_package(exc, path) from None
         except (OSError, ValueError, KeyError) as exc:
             raise ModelError(f"cannot load the model in {path}: {exc}") from None
         self._chat = bool(getattr(self._processor, "chat_template", None))
@@ -109,17 +137,35 @@ class HFCaptioner:
         return self.caption_batch([chip], [info])[0]
 
     def caption_batch(self, chips: Sequence[np.ndarray], infos: Sequence[ChipInfo]) -> list[str]:
-        """Caption several chips in one ``generate`` call (what makes a GPU worth using)."""
+        """Caption several chips in one ``generate`` call (what makes a GPU worth using).
+
+        Raises DataError for a chip with fewer than three bands and ModelError when the GPU
+        runs out of memory; the run records either against each cell of the batch.
+        """
         from PIL import Image
 
+        for chip, info in zip(chips, infos, strict=True):
+            if chip.ndim != 3 or chip.shape[0] < 3:
+                raise DataError(f"chip of cell {info.cell_id} has shape {chip.shape}; the hf "
+                                "backend needs (bands, y, x) chips with at least 3 bands (RGB): "
+                                "rebuild the chips with `urbangeo chips` from RGB imagery")
         images = [Image.fromarray(np.ascontiguousarray(np.moveaxis(c[:3], 0, -1)), mode="RGB")
                   for c in chips]
         inputs = self._processor(images=images, text=self._texts(len(images)), return_tensors="pt",
                                  **({"padding": True} if self.prompt is not None else {}))
         inputs = inputs.to(self.device)
-        with self._torch.inference_mode():
-            out = self._model.generate(**inputs, do_sample=False, num_beams=1,
-                                       max_new_tokens=self.max_new_tokens)
+        try:
+            with self._torch.inference_mode():
+                out = self._model.generate(**inputs, do_sample=False, num_beams=1,
+                                           max_new_tokens=self.max_new_tokens)
+        except self._torch.cuda.OutOfMemoryError:
+            out = None  # free the failed batch (held by the traceback) before emptying the cache
+        if out is None:
+            del inputs
+            self._torch.cuda.empty_cache()  # so the run's next batches can still fit
+            raise ModelError(f"{self.device} ran out of memory captioning {len(images)} chips "
+                             f"with {self.model_dir.name}: caption with a smaller batch_size "
+                             f"(now {self.batch_size}) or on --device cpu")
         if self._chat and not self._encoder_decoder:  # decoder-only: output repeats the prompt
             out = out[:, inputs["input_ids"].shape[1]:]
         texts = self._processor.batch_decode(out, skip_special_tokens=True)

@@ -37,6 +37,7 @@ features with a gradient-oriented Hough transform.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -141,16 +142,35 @@ def _paved(built: np.ndarray, open_land: np.ndarray, pixel_size_m: float) -> np.
     inside the textured fabric of roofs and shadows, while soil, sand and gravel lie among
     fields, scrub or water. Gardens and street trees are left out of the share, so a suburban
     street between lawns and houses still counts as paved.
+
+    The window is capped at ``2 * max(h, w) + 1`` pixels: it then spans the whole chip from
+    every pixel, so a wider one would only pad more reflected copies of the chip (at 1 cm/px
+    the 90 m window is 9001 pixels, hundreds of MB of padding for an 8 x 8 chip).
     """
     k = max(TEXTURE_WIN, int(PAVED_CONTEXT_M / pixel_size_m) // 2 * 2 + 1)
+    k = min(k, 2 * max(built.shape) + 1)
     share = _box_mean(built.astype(np.float32), k) / np.maximum(
         _box_mean(open_land.astype(np.float32), k), 1e-6)
     return open_land & (share > PAVED_BUILT_SHARE)
 
 
+def check_pixel_size(pixel_size_m: object) -> float:
+    """``pixel_size_m`` as a float, or DataError: every window and tier is derived from it."""
+    try:
+        value = float(pixel_size_m)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise DataError(f"pixel size {pixel_size_m!r} m is not a positive number: pass the "
+                        "chip's ground pixel size in metres (for a chip store, re-run "
+                        "`urbangeo chips` to rewrite its attributes)")
+    return value
+
+
 def classify(chip: np.ndarray, band_names: Sequence[str],
              pixel_size_m: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Per-pixel class index into :data:`CLASSES` (−1 = nodata) and the local-std texture map."""
+    pixel_size_m = check_pixel_size(pixel_size_m)
     if chip.ndim != 3 or chip.shape[0] != len(band_names):
         raise DataError(f"chip has shape {chip.shape} but {len(band_names)} band names "
                         f"{list(band_names)}: pass one name per band of a (bands, y, x) array")

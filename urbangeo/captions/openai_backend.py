@@ -189,8 +189,12 @@ class OpenAICaptioner:
                 raw = read_limited(response, MAX_ANSWER_BYTES,
                                    f"the answer of {self._shown_endpoint}")
         except urllib.error.HTTPError as exc:
-            detail = _short(exc.read(_ERROR_DETAIL_BYTES))
-            exc.close()
+            try:
+                detail = _short(exc.read(_ERROR_DETAIL_BYTES))
+            except (OSError, http.client.HTTPException):  # the error body itself broke off
+                detail = ""
+            finally:
+                exc.close()
             if exc.code == 429 or exc.code >= 500:
                 raise _Retryable(f"HTTP {exc.code} {detail}".rstrip(),
                                  retry_after_s(exc.headers.get("Retry-After"))) from None
@@ -215,7 +219,8 @@ class OpenAICaptioner:
         }.get(code) or (
             "the server redirects: give the final address as --base-url" if 300 <= code < 400
             else "check --model and that the model accepts images")
-        return f"{self._shown_endpoint} answered HTTP {code} {detail}: {hint}"
+        status = f"HTTP {code} {detail}".rstrip()
+        return f"{self._shown_endpoint} answered {status}: {hint}"
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         return backoff_s(attempt, base_s=self._backoff_s, max_s=self._max_backoff_s,

@@ -25,6 +25,13 @@ if TYPE_CHECKING:
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
+#: Sizes, widths, layer, head and length counts: each must be an ``int`` >= 1.
+POSITIVE_INT_FIELDS = ("image_size", "patch_size", "vision_width", "vision_layers",
+                       "vision_heads", "embed_dim", "n_queries", "pooler_heads", "vocab_size",
+                       "context_length", "text_width", "text_heads", "text_layers",
+                       "multimodal_layers")
+TOKEN_ID_FIELDS = ("pad_id", "bos_id", "eos_id")
+
 POOLER_MODES = ("dual", "single")
 CLS_MASKS = ("correct", "legacy")
 
@@ -105,7 +112,20 @@ class UrbanCLIPConfig:
         return padding_after_first_eos(tokens, self.eos_id)
 
     def validate(self) -> None:
-        """Raise ModelError naming the first inconsistent field (configs come from user files)."""
+        """Raise ModelError naming the inconsistent fields (configs come from user files).
+
+        Counts are checked to be positive ints first, so a hand-edited ``config.json`` (a zero
+        patch size, a float width) gets this one-line error instead of a ZeroDivisionError or a
+        network that fails to build later.
+        """
+        bad = [f"{name} {value!r}" for name in POSITIVE_INT_FIELDS
+               if not _is_positive_int(value := getattr(self, name))]
+        bad += [f"{name} {value!r}" for name in TOKEN_ID_FIELDS
+                if not (_is_int(value := getattr(self, name)) and value >= 0)]
+        if bad:
+            raise ModelError("invalid UrbanCLIP config: " + ", ".join(bad) + " must be "
+                             "positive integers (token ids non-negative integers). Fix "
+                             "config.json or pick a preset.")
         problems = []
         if self.image_size % self.patch_size:
             problems.append(f"image_size {self.image_size} is not a multiple of patch_size "
@@ -113,7 +133,7 @@ class UrbanCLIPConfig:
         for width, heads, name in ((self.vision_width, self.vision_heads, "vision"),
                                    (self.text_width, self.text_heads, "text"),
                                    (self.embed_dim, self.pooler_heads, "pooler")):
-            if heads < 1 or width % heads:
+            if width % heads:
                 problems.append(f"{name} width {width} is not divisible by {heads} heads")
         if self.pooler_mode not in POOLER_MODES:
             problems.append(f"pooler_mode {self.pooler_mode!r} is not one of {POOLER_MODES}")
@@ -126,8 +146,6 @@ class UrbanCLIPConfig:
             if not 0 <= getattr(self, name) < self.vocab_size:
                 problems.append(f"{name} {getattr(self, name)} is outside the vocabulary "
                                 f"(size {self.vocab_size})")
-        if min(self.vision_layers, self.text_layers, self.multimodal_layers) < 1:
-            problems.append("every tower needs at least one layer")
         if len(self.image_mean) != 3 or len(self.image_std) != 3 or min(self.image_std) <= 0:
             problems.append("image_mean and image_std need three values (std > 0)")
         if problems:
@@ -159,6 +177,15 @@ class UrbanCLIPConfig:
         if name not in PRESETS:
             raise ModelError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}")
         return cls(**{**PRESETS[name], "preset": name, **overrides})
+
+
+def _is_int(value: object) -> bool:
+    """A real int: JSON ``true`` and ``64.0`` are not sizes."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_positive_int(value: object) -> bool:
+    return _is_int(value) and value >= 1  # type: ignore[operator]
 
 
 _COCA = dict(pooler_mode="single", n_queries=256, pooler_heads=8, vocab_size=49408,
