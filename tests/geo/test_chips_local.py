@@ -17,6 +17,7 @@ import zarr
 from affine import Affine
 from pyproj import Transformer
 from rasterio.enums import ColorInterp
+from recording import RecordingProgress
 from tileserver import square_cells
 
 from urbangeo.cli.main import main
@@ -24,7 +25,6 @@ from urbangeo.errors import InputError, NoOverlapError
 from urbangeo.geo.cells import read_cells, write_cells
 from urbangeo.geo.chips import ChipStore, cut_chips
 from urbangeo.geo.chips.local import LocalRaster
-from urbangeo.progress import SilentProgress
 
 UTM = "EPSG:32610"
 X0, Y_TOP = 560_000.0, 4_180_000.0  # East Bay, in UTM 10N
@@ -346,17 +346,10 @@ def test_guessed_band_names_are_reported(shared_data: Path, tmp_path: Path) -> N
     """The SF Bay scene is NIR-R-G but GDAL labels it red,green,blue: the user must be told."""
     tif = shared_data / "sfbay" / "landsat7_sfbay_nirrg_30m.tif"
 
-    class Recorder(SilentProgress):
-        def __init__(self) -> None:
-            self.lines: list[str] = []
-
-        def info(self, message: str) -> None:
-            self.lines.append(message)
-
-    guessed, named = Recorder(), Recorder()
+    guessed, named = RecordingProgress(), RecordingProgress()
     cut_chips(square_cells(UTM, X0, Y_TOP, 1, 1), tmp_path / "a.gpkg", [str(tif)], tile_px=16,
               progress=guessed)
     cut_chips(square_cells(UTM, X0, Y_TOP, 1, 1), tmp_path / "b.gpkg", [str(tif)], tile_px=16,
               band_names=["nir", "red", "green"], progress=named)
-    assert any("--band-names" in line and "red,green,blue" in line for line in guessed.lines)
-    assert not any("--band-names" in line for line in named.lines)
+    assert any("--band-names" in line and "red,green,blue" in line for line in guessed.infos)
+    assert not any("--band-names" in line for line in named.infos)
