@@ -405,12 +405,24 @@ def environment(device) -> dict[str, Any]:
     return info
 
 
+def strict_json(value: Any) -> Any:
+    """``value`` with NaN and +-inf floats as None: JSON has no such numbers, and a failed
+    measurement (an error that is NaN) must still give a file every JSON reader accepts."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict_json(v) for v in value]
+    return value
+
+
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     from urbangeo._atomic import atomic_path
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(payload, indent=2) + "\n")
+        Path(tmp).write_text(json.dumps(strict_json(payload), indent=2, allow_nan=False) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

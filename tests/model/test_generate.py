@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 
 import pytest
@@ -176,6 +177,22 @@ def test_top_p_is_deterministic_with_a_seeded_generator(model, images):
     assert torch.equal(first, sample(0))
     assert not torch.equal(first, sample(1))
     _check_valid(first, model.config)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_top_p_on_cuda_draws_from_a_cpu_generator(model, images, monkeypatch):
+    """multinomial refuses a CPU generator for CUDA probabilities; generate must not."""
+    monkeypatch.setenv("URBANGEO_ATTENTION", "sdpa")  # not the interpreted kernels on CUDA
+    net = copy.deepcopy(model).cuda()
+
+    def sample(seed: int) -> torch.Tensor:
+        return net.generate(images.cuda(), STEPS, "top_p", top_p=0.95, temperature=2.0,
+                            generator=torch.Generator().manual_seed(seed))
+
+    first = sample(0)
+    assert first.device.type == "cuda" and torch.equal(first, sample(0))
+    _check_valid(first.cpu(), net.config)
 
 
 def test_tiny_top_p_keeps_only_the_best_token(model, images):

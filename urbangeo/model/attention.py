@@ -15,6 +15,7 @@ the environment variable ``URBANGEO_ATTENTION``.
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import warnings
 from types import ModuleType
@@ -62,12 +63,17 @@ def resolve_backend(backend: str | None = None) -> str:
 
 @functools.cache
 def _triton_kernels() -> ModuleType | str:
-    """The kernel module, or why it cannot be imported (imported once, on first use)."""
+    """The kernel module, or why it cannot be used (imported once, on first use).
+
+    Any exception counts, not just ImportError: a Triton too old or too new for the module, or a
+    broken CUDA driver, fails with AttributeError, RuntimeError and the like, and "auto" must
+    then fall back to SDPA rather than fail every GPU forward.
+    """
     try:
-        from urbangeo.model import triton_attention
-    except ImportError as exc:
-        return f"triton is not importable ({exc}); install triton or use backend 'sdpa'"
-    return triton_attention
+        return importlib.import_module("urbangeo.model.triton_attention")
+    except Exception as exc:  # every failure becomes the reason, see above
+        return (f"the Triton kernels cannot be loaded ({type(exc).__name__}: {exc}); install a "
+                "working triton or use backend 'sdpa'")
 
 
 def select_backend(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None = None,

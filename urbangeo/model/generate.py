@@ -71,10 +71,17 @@ def _forbid(logits: Tensor, forbidden: list[int]) -> Tensor:
 
 
 def _sample_top_p(logits: Tensor, top_p: float, generator: torch.Generator | None) -> Tensor:
-    """Sample from the smallest set of tokens whose probability reaches ``top_p``."""
+    """Sample from the smallest set of tokens whose probability reaches ``top_p``.
+
+    The draw happens on the generator's device (multinomial refuses a CPU generator for CUDA
+    probabilities), so one seeded CPU generator serves a model on any device.
+    """
     probs, order = logits.softmax(-1).sort(dim=-1, descending=True)
     keep = probs.cumsum(-1) - probs < top_p  # the most likely token is always kept
-    choice = torch.multinomial(probs * keep, 1, generator=generator)
+    weights = probs * keep
+    if generator is not None:
+        weights = weights.to(generator.device)
+    choice = torch.multinomial(weights, 1, generator=generator).to(logits.device)
     return order.gather(-1, choice).squeeze(-1)
 
 
@@ -99,7 +106,14 @@ def _sample_loop(stepper: _Stepper, seq: Tensor, max_new_tokens: int, strategy: 
 def _beam_search(stepper: _Stepper, seq: Tensor, max_new_tokens: int, num_beams: int, *,
                  forbidden: list[int], pad_id: int, eos_id: int, length_penalty: float
                  ) -> Tensor:
-    """Standard beam search; hypotheses are ranked by ``sum log p / n_new ** length_penalty``."""
+    """Standard beam search; hypotheses are ranked by ``sum log p / n_new ** length_penalty``.
+
+    A batch row stops once its best live beam, normalised at the current length, is no better
+    than the worst of its ``num_beams`` finished hypotheses (the usual heuristic, Hugging Face's
+    ``early_stopping=False``). That bound is exact for ``length_penalty <= 0``; for
+    ``length_penalty > 0`` a longer continuation is divided by a larger ``n_new **
+    length_penalty`` and can still overtake, so the search may miss the best-scoring caption.
+    """
     batch, k = seq.shape[0], num_beams
     rows = torch.arange(batch, device=seq.device).repeat_interleave(k)
     stepper.reorder(rows)
@@ -161,7 +175,10 @@ def generate(model: UrbanCLIP, images: Tensor, *, max_new_tokens: int = 30,
              use_cache: bool = True) -> Tensor:
     """Caption ids (B, T): the prompt (default: BOS), new tokens, EOS, then padding.
 
-    ``top_p`` sampling draws from ``generator`` so a seeded generator gives the same captions.
+    ``top_p`` sampling draws from ``generator`` (on any device; the draw runs on the
+    generator's device) so a seeded generator gives the same captions. Beam search stops early
+    by the standard heuristic, which with ``length_penalty > 0`` can miss the best-scoring
+    caption (see ``_beam_search``).
     BOS is never generated, nor is the pad id where it means padding.
     The model is put in eval mode for the call.
     """

@@ -16,14 +16,18 @@ bitwise equal.
 
 Head dims must be a power of two in 16..128 (one tile holds the whole head); lengths are
 arbitrary (masked loads/stores). Inputs may be strided: every pointer uses explicit strides.
-On the GPU block sizes are autotuned per (Lq, Lk, D, causal, mask, dtype); under
-``TRITON_INTERPRET=1`` (CPU tests) one small fixed config is used, as autotuning there is slow.
+On the GPU block sizes are autotuned per (Lq, Lk, D, causal, mask, dtype, TF32 or not) among
+configs that fit an H100's shared memory; under ``TRITON_INTERPRET=1`` (CPU tests) one small
+fixed config is used, as autotuning there is slow. Launches use a 1-D grid (one program per
+block per batch*head), so any B*H up to CUDA's 2**31 - 1 programs works.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
+import os
 
 import torch
 import triton
@@ -31,7 +35,9 @@ import triton.language as tl
 from torch import Tensor
 
 LOG2E = 1.4426950408889634  # log2(e): scores scaled by it turn exp into exp2
-INTERPRETED = bool(triton.knobs.runtime.interpret)  # read when the kernels below are decorated
+# Read the way Triton does when it decorates the kernels below (triton.knobs is 3.4+ only).
+INTERPRETED = os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on",
+                                                                         "yes", "y")
 HEAD_DIMS = (16, 32, 64, 128)
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
@@ -52,6 +58,19 @@ def _mm(a, b, DOT_PREC: tl.constexpr):
             a = a.to(tl.float32)
             b = b.to(tl.float32)
     return tl.dot(a, b, input_precision=DOT_PREC)
+
+
+@triton.jit
+def _program(L, BLOCK: tl.constexpr):
+    """(batch*head index, first row) of this program in the flat 1-D launch grid.
+
+    One grid axis, blocks of one head adjacent (the launch order of a (blocks, B*H) grid, good
+    for K/V reuse in L2), but bounded by 2**31 - 1 programs instead of CUDA's 65,535 limit on
+    axes 1 and 2, which B*H alone exceeds for a ViT-B at batch 5,462.
+    """
+    n_blocks = tl.cdiv(L, BLOCK)
+    pid = tl.program_id(0)
+    return (pid // n_blocks).to(tl.int64), (pid % n_blocks) * BLOCK
 
 
 @triton.jit
@@ -120,8 +139,7 @@ def _fwd_kernel(Q, K, V, Out, LSE, KPM,
                 H, Lq, Lk, LQ_BUCKET, LK_BUCKET, qk_scale,
                 HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr, HEAD_D: tl.constexpr,
                 DOT_PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    start_m = tl.program_id(0) * BLOCK_M
-    bh = tl.program_id(1).to(tl.int64)
+    bh, start_m = _program(Lq, BLOCK_M)
     b = bh // H
     h = bh % H
     offs_m = start_m + tl.arange(0, BLOCK_M)
@@ -163,10 +181,10 @@ def _bwd_delta_kernel(Out, DO, DELTA,
                       stride_db, stride_dh, stride_dm, stride_dd,
                       H, Lq, HEAD_D: tl.constexpr, BLOCK_M: tl.constexpr):
     """delta[b, h, i] = sum_d dO * O, the softmax-Jacobian term shared by dQ and dK."""
-    bh = tl.program_id(1).to(tl.int64)
+    bh, start_m = _program(Lq, BLOCK_M)
     b = bh // H
     h = bh % H
-    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_D)
     row_ok = (offs_m < Lq)[:, None]
     o = tl.load(Out + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_om
@@ -222,8 +240,7 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, KPM,
                      H, Lq, Lk, LQ_BUCKET, LK_BUCKET, qk_scale, scale,
                      HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr, HEAD_D: tl.constexpr,
                      DOT_PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    start_n = tl.program_id(0) * BLOCK_N
-    bh = tl.program_id(1).to(tl.int64)
+    bh, start_n = _program(Lk, BLOCK_N)
     b = bh // H
     h = bh % H
     offs_n = start_n + tl.arange(0, BLOCK_N)
@@ -301,8 +318,7 @@ def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, KPM,
                    H, Lq, Lk, LQ_BUCKET, LK_BUCKET, qk_scale, scale,
                    HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr, HEAD_D: tl.constexpr,
                    DOT_PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    start_m = tl.program_id(0) * BLOCK_M
-    bh = tl.program_id(1).to(tl.int64)
+    bh, start_m = _program(Lq, BLOCK_M)
     b = bh // H
     h = bh % H
     offs_m = start_m + tl.arange(0, BLOCK_M)
@@ -341,7 +357,9 @@ def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, KPM,
 # Launch configurations.
 # Tuned per power-of-two length bucket (LQ_BUCKET/LK_BUCKET are passed only for this), not per
 # exact length: KV-cached decoding grows Lk by one each step and must not re-tune every time.
-_TUNE_KEY = ["LQ_BUCKET", "LK_BUCKET", "HEAD_D", "CAUSAL", "HAS_MASK"]
+# DOT_PREC is in the key: fp32 with and without TF32 run different instructions. (Triton adds
+# the tensors' dtypes to the key itself.)
+_TUNE_KEY = ["LQ_BUCKET", "LK_BUCKET", "HEAD_D", "CAUSAL", "HAS_MASK", "DOT_PREC"]
 # (BLOCK_M, BLOCK_N, num_warps, num_stages) candidates. Small BLOCK_M serves the Lq=1 pooler
 # and short decodes; the dK/dV kernel prefers wide key blocks and the dQ kernel wide query
 # blocks. Few on purpose: each is compiled per (dtype, D, causal, mask) on first use.
@@ -353,6 +371,9 @@ _DQ_CONFIGS = [(128, 32, 4, 3), (128, 64, 8, 3), (64, 32, 4, 3), (64, 64, 4, 3),
                (16, 32, 4, 2), (16, 64, 4, 3)]
 # One small fixed config for the interpreter; BLOCK_M != BLOCK_N so tests catch axis mix-ups.
 _INTERPRET_BLOCKS = {"BLOCK_M": 16, "BLOCK_N": 32}
+MIN_BLOCK = 16  # the smallest block of any config above (and of the delta kernel)
+MAX_PROGRAMS = 2**31 - 1  # CUDA's limit on grid axis 0, the only axis the launches use
+SMEM_LIMIT = 227 * 1024  # shared memory one block may opt into on sm_90 (H100)
 
 
 def _configs(candidates: list[tuple[int, int, int, int]]) -> list[triton.Config]:
@@ -364,28 +385,59 @@ def _bucket(n: int) -> int:
     return max(16, triton.next_power_of_2(n))
 
 
-def _prune_by_lengths(configs: list[triton.Config], named_args: dict, **_: object
-                      ) -> list[triton.Config]:
-    """Drop blocks far longer than the sequence they tile (e.g. BLOCK_M=128 for Lq=1), and
-    the 16-row query blocks (meant for poolers and decoding) on long query sequences."""
+def smem_estimate(streamed: int, resident: int, residents: int, head_d: int, element_size: int,
+                  stages: int) -> int:
+    """Shared memory (bytes) of a config, as Triton lays it out for sm_90: two tiles streamed
+    per pipeline stage (K and V, or Q and dO) of ``streamed`` rows, plus ``residents`` tiles
+    loaded once of ``resident`` rows, plus 1 KiB for small scratch (row statistics). At or above
+    the truth for every config in this module at head dims 64 and 128 in bf16 and fp32 (checked
+    against kernels compiled for sm_90), which is the safe side for pruning."""
+    return (2 * stages * streamed + residents * resident) * head_d * element_size + 1024
+
+
+def config_smem(config: triton.Config, streams: str, residents: int, head_d: int,
+                element_size: int) -> int:
+    """:func:`smem_estimate` of ``config`` for a kernel whose loop streams ``streams`` blocks
+    ("BLOCK_N": forward and dQ, over keys; "BLOCK_M": dK/dV, over queries) and keeps
+    ``residents`` tiles of the other block (forward: Q; dQ: Q, dO; dK/dV: K, V)."""
+    resident = "BLOCK_M" if streams == "BLOCK_N" else "BLOCK_N"
+    return smem_estimate(config.kwargs[streams], config.kwargs[resident], residents, head_d,
+                         element_size, config.num_stages)
+
+
+def _prune(configs: list[triton.Config], named_args: dict, *, streams: str, residents: int,
+           **kwargs: object) -> list[triton.Config]:
+    """Drop configs that cannot fit or do not fit the sequence.
+
+    Too much shared memory for an H100 (:func:`config_smem` over ``SMEM_LIMIT``: the forward
+    in fp32 at head dim 128 with 128x128 blocks compiles to 458,752 B), blocks far longer than
+    the sequence they tile (e.g. BLOCK_M=128 for Lq=1), and the 16-row query blocks (meant for
+    poolers and decoding) on long query sequences. Never returns an empty list.
+    """
     cap_m, cap_n = named_args["LQ_BUCKET"], named_args["LK_BUCKET"]
-    kept = [c for c in configs if c.kwargs["BLOCK_M"] <= cap_m and c.kwargs["BLOCK_N"] <= cap_n
+    element_size = named_args["Q"].element_size()
+    head_d = int(kwargs["HEAD_D"])
+    fits = [c for c in configs
+            if config_smem(c, streams, residents, head_d, element_size) <= SMEM_LIMIT] or configs
+    kept = [c for c in fits if c.kwargs["BLOCK_M"] <= cap_m and c.kwargs["BLOCK_N"] <= cap_n
             and (c.kwargs["BLOCK_M"] > 16 or cap_m <= 64)]
-    return kept or [min(configs, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])]
+    return kept or [min(fits, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])]
 
 
-def _tuned(kernel, candidates: list[tuple[int, int, int, int]]):
+def _tuned(kernel, candidates: list[tuple[int, int, int, int]], streams: str, residents: int):
     """The kernel autotuned on the GPU, or with the fixed config in the interpreter."""
     if INTERPRETED:
         return lambda grid, *args, **kw: kernel[grid](*args, **kw, **_INTERPRET_BLOCKS)
     tuned = triton.autotune(_configs(candidates), key=_TUNE_KEY,
-                            prune_configs_by={"early_config_prune": _prune_by_lengths})(kernel)
+                            prune_configs_by={"early_config_prune": functools.partial(
+                                _prune, streams=streams, residents=residents)})(kernel)
     return lambda grid, *args, **kw: tuned[grid](*args, **kw)
 
 
-_fwd = _tuned(_fwd_kernel, _FWD_CONFIGS)
-_dkdv = _tuned(_bwd_dkdv_kernel, _DKDV_CONFIGS)
-_dq = _tuned(_bwd_dq_kernel, _DQ_CONFIGS)
+# (kernel, candidates, the block its loop streams, how many tiles of the other block stay)
+_fwd = _tuned(_fwd_kernel, _FWD_CONFIGS, "BLOCK_N", 1)
+_dkdv = _tuned(_bwd_dkdv_kernel, _DKDV_CONFIGS, "BLOCK_M", 2)
+_dq = _tuned(_bwd_dq_kernel, _DQ_CONFIGS, "BLOCK_N", 2)
 _DELTA_BLOCK_M = 16 if INTERPRETED else 64
 
 
@@ -410,10 +462,19 @@ def unsupported_reason(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor
         return f"head dim {d} is not a power of two in 16..128"
     if lq == 0 or k.shape[2] == 0:
         return "empty sequence"
+    if max(launch_grid(max(lq, k.shape[2]), MIN_BLOCK, b * h)) > MAX_PROGRAMS:
+        return (f"B*H={b * h} with sequences of {max(lq, k.shape[2])} needs more than "
+                f"{MAX_PROGRAMS} programs; split the batch")
     if key_padding_mask is not None and tuple(key_padding_mask.shape) not in (
             (b, k.shape[2]), (1, k.shape[2])):
         return f"key_padding_mask shape {tuple(key_padding_mask.shape)} is not (B, Lk)"
     return None
+
+
+def launch_grid(length: int, block: int, batch_heads: int) -> tuple[int]:
+    """The 1-D grid of a launch: one program per block of ``length`` rows per batch*head (the
+    kernels unflatten it in ``_program``)."""
+    return (triton.cdiv(length, block) * batch_heads,)
 
 
 def _dot_precision(dtype: torch.dtype) -> str:
@@ -452,11 +513,9 @@ def flash_forward(q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False,
     lse = torch.empty((b, h, lq), dtype=torch.float32, device=q.device) if lse is None else lse
     mask, smb, smn = _mask_args(key_padding_mask, q, lk)
 
-    def grid(meta: dict) -> tuple[int, int]:
-        return (triton.cdiv(lq, meta["BLOCK_M"]), b * h)
-
     with _device_guard(q):
-        _fwd(grid, q, k, v, out, lse, mask, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
+        _fwd(lambda meta: launch_grid(lq, meta["BLOCK_M"], b * h),
+             q, k, v, out, lse, mask, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
              smb, smn, h, lq, lk, _bucket(lq), _bucket(lk), scale * LOG2E,
              HAS_MASK=key_padding_mask is not None, CAUSAL=bool(causal), HEAD_D=d,
              DOT_PREC=_dot_precision(q.dtype))
@@ -485,13 +544,13 @@ def flash_backward(do: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse
     flags = {"HAS_MASK": key_padding_mask is not None, "CAUSAL": bool(causal), "HEAD_D": d,
              "DOT_PREC": _dot_precision(q.dtype)}
     with _device_guard(q):
-        _bwd_delta_kernel[(triton.cdiv(lq, _DELTA_BLOCK_M), b * h)](
+        _bwd_delta_kernel[launch_grid(lq, _DELTA_BLOCK_M, b * h)](
             out, do, delta, *out.stride(), *do.stride(), h, lq, HEAD_D=d, BLOCK_M=_DELTA_BLOCK_M)
-        _dkdv(lambda meta: (triton.cdiv(lk, meta["BLOCK_N"]), b * h),
+        _dkdv(lambda meta: launch_grid(lk, meta["BLOCK_N"], b * h),
               q, k, v, do, lse, delta, dk, dv, mask, *q.stride(), *k.stride(), *v.stride(),
               *do.stride(), *dk.stride(), *dv.stride(), smb, smn, h, lq, lk, _bucket(lq),
               _bucket(lk), scale * LOG2E, scale, **flags)
-        _dq(lambda meta: (triton.cdiv(lq, meta["BLOCK_M"]), b * h),
+        _dq(lambda meta: launch_grid(lq, meta["BLOCK_M"], b * h),
             q, k, v, do, lse, delta, dq, mask, *q.stride(), *k.stride(), *v.stride(),
             *do.stride(), *dq.stride(), smb, smn, h, lq, lk, _bucket(lq), _bucket(lk),
             scale * LOG2E, scale, **flags)
