@@ -25,7 +25,7 @@ from urbangeo.captions.landcover import (
     measure,
 )
 
-VERSION = "3"
+VERSION = "4"
 """Bump when wording or measurements change, so cached captions are redone."""
 
 FINE_M = 2.0
