@@ -300,6 +300,7 @@ def caption(
     timeout: float = 120.0,
     max_retries: int = 4,
     device: str = "cpu",
+    batch_size: int = 8,
     vector_context: Sequence[VectorLayer] = (),
     rules: PathLike | None = None,
     recaption: bool = False,
@@ -327,7 +328,7 @@ def caption(
     refine_options = {"extra_rules": load_rules(rules)} if rules else {}
     captioner = build_captioner(backend, model=model, base_url=base_url, api_key_env=api_key_env,
                                 prompt_file=prompt_file, timeout=timeout, max_retries=max_retries,
-                                device=device)
+                                device=device, batch_size=batch_size)
     context = _vector_context(cf.cells, vector_context, progress)
     updated, report = caption_cells(cf, path, captioner,
                                     workers=workers or (4 if backend == "openai" else 1),

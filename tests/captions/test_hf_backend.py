@@ -191,7 +191,7 @@ def test_gpu_out_of_memory_is_a_model_error(monkeypatch, blip_dir: Path) -> None
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(captioner._model, "generate", out_of_memory)
-    with pytest.raises(ModelError, match=r"out of memory .* smaller batch_size \(now 3\).*cpu"):
+    with pytest.raises(ModelError, match=r"out of memory .* smaller --batch-size \(now 3\).*cpu"):
         captioner.caption_batch(_chips(2), [ChipInfo("a"), ChipInfo("b")])
 
 

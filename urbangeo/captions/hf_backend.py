@@ -164,7 +164,7 @@ class HFCaptioner:
             del inputs
             self._torch.cuda.empty_cache()  # so the run's next batches can still fit
             raise ModelError(f"{self.device} ran out of memory captioning {len(images)} chips "
-                             f"with {self.model_dir.name}: caption with a smaller batch_size "
+                             f"with {self.model_dir.name}: caption with a smaller --batch-size "
                              f"(now {self.batch_size}) or on --device cpu")
         if self._chat and not self._encoder_decoder:  # decoder-only: output repeats the prompt
             out = out[:, inputs["input_ids"].shape[1]:]

@@ -42,6 +42,8 @@ def _vector_layers(_ctx: click.Context, _param: click.Parameter,
 @click.option("--max-retries", type=click.IntRange(min=0), default=4, show_default=True,
               help="openai: retries per chip after timeouts, 429 and 5xx (exponential backoff).")
 @click.option("--device", default="cpu", show_default=True, help="hf: cpu, cuda or cuda:N.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="hf: chips captioned per model call (lower it if the GPU runs out of memory).")
 @click.option("--vector-context", "vector_context", multiple=True, metavar="PATH[:CATEGORY_FIELD]",
               callback=_vector_layers,
               help="describe: a vector layer (e.g. OSM POIs or roads as GeoPackage/GeoJSON) whose "
