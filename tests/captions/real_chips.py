@@ -2,8 +2,10 @@
 
 Windows were picked by looking at the scenes (saved as PNG and viewed): open bay south of the
 Bay Bridge, the vegetated Berkeley/Oakland hills, San Francisco's downtown grid (with a strip of
-bay on its east edge) and the Oakland flats around Lake Merritt; in Haiti (5 m) a dense
-settlement, the gravel river bed, and tree cover on the river's east bank.
+bay on its east edge) and the Oakland flats around Lake Merritt; two 1 km cells in Hayward, the
+tan summer grassland (tracks, no buildings) of cell 32610-1000-E578-N4163 and the grey
+industrial street grid of E577-N4165; in Haiti (5 m) a dense settlement, the gravel river bed,
+and tree cover on the river's east bank.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ SF_BANDS = ("nir", "red", "green")
 HAITI_BANDS = ("red", "green", "blue", "nir")
 TILE = 256
 
-SF_WINDOWS = {"bay": (1300, 1150), "hills": (1850, 700), "downtown": (850, 850),
-              "oakland": (1450, 900)}  # (col, row) of 64 x 64 Landsat pixels (~1.9 km)
+SF_WINDOWS = {"bay": (1300, 1150, 64), "hills": (1850, 700, 64), "downtown": (850, 850, 64),
+              "oakland": (1450, 900, 64), "dry_grass": (1926, 1682, 40),
+              "hayward_grid": (1884, 1598, 40)}  # (col, row, side) in Landsat pixels (~24 m)
 HAITI_WINDOWS = {"settlement": (60, 60, 200), "river_bed": (330, 250, 60),
                  "trees": (400, 180, 80)}  # (col, row, side) in 5 m pixels
 
@@ -32,8 +35,8 @@ def _read(path: Path, col: int, row: int, side: int) -> np.ndarray:
 
 
 def sfbay_chip(shared_data: Path, place: str) -> np.ndarray:
-    col, row = SF_WINDOWS[place]
-    return _read(shared_data / "sfbay" / "landsat7_sfbay_nirrg_30m.tif", col, row, 64)
+    col, row, side = SF_WINDOWS[place]
+    return _read(shared_data / "sfbay" / "landsat7_sfbay_nirrg_30m.tif", col, row, side)
 
 
 def haiti_chip(shared_data: Path, place: str) -> tuple[np.ndarray, float]:

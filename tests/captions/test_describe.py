@@ -30,6 +30,16 @@ def test_sfbay_landsat_names_dominant_cover_in_land_cover_terms(shared_data, pla
     assert not UNRESOLVABLE_AT_30M.search(text), text
 
 
+def test_sfbay_dry_grassland_is_not_called_built_up(shared_data):
+    grass = DescribeCaptioner().caption(sfbay_chip(shared_data, "dry_grass"),
+                                        ChipInfo("32610-1000-E578-N4163", SF_BANDS, 23.8))
+    grid = DescribeCaptioner().caption(sfbay_chip(shared_data, "hayward_grid"),
+                                       ChipInfo("32610-1000-E577-N4165", SF_BANDS, 23.8))
+    assert "dry grass or bare ground" in _first_sentence(grass).lower(), grass
+    assert "built-up" not in _first_sentence(grass).lower(), grass
+    assert "built-up land" in _first_sentence(grid).lower(), grid
+
+
 def test_sfbay_downtown_mentions_the_bay_on_its_east_edge(shared_data):
     text = DescribeCaptioner().caption(sfbay_chip(shared_data, "downtown"),
                                        ChipInfo("sf", SF_BANDS, 30.0))

@@ -132,6 +132,23 @@ def test_sfbay_landsat_false_colour(shared_data, place, dominant):
     assert cover.fractions[dominant] > 0.6
 
 
+def test_sfbay_dry_grassland_is_bare_while_street_grid_stays_built(shared_data):
+    """At 24 m dry grass is as smooth and bright as city blocks; its warm colour tells it apart."""
+    grass = measure(sfbay_chip(shared_data, "dry_grass"), SF_BANDS, pixel_size_m=30.0)
+    grid = measure(sfbay_chip(shared_data, "hayward_grid"), SF_BANDS, pixel_size_m=30.0)
+    assert grass.dominant == "bare" and grass.fractions["built"] < 0.25
+    assert grid.dominant == "built" and grid.fractions["built"] > 0.7
+    assert grid.fractions["bare"] < 0.1  # the dry-land test does not eat the city
+
+
+def test_warm_low_ndvi_is_dry_land_and_flat_grey_is_built_at_30m():
+    bands = ["nir", "red", "green"]
+    dry = measure(np.stack([np.full((32, 32), v, np.uint8) for v in (110, 90, 75)]), bands, 30.0)
+    grey = measure(np.stack([np.full((32, 32), v, np.uint8) for v in (90, 85, 88)]), bands, 30.0)
+    assert dry.fractions["bare"] == 1.0  # NDVI 0.1, warmth 0.19, red over green
+    assert grey.fractions["built"] == 1.0  # spectrally flat: pavement and roofs
+
+
 @pytest.mark.parametrize("place, dominant", [("settlement", "built"), ("river_bed", "bare"),
                                              ("trees", "vegetation")])
 def test_haiti_rgbn(shared_data, place, dominant):

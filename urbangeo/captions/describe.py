@@ -25,7 +25,7 @@ from urbangeo.captions.landcover import (
     measure,
 )
 
-VERSION = "4"
+VERSION = "5"
 """Bump when wording or measurements change, so cached captions are redone."""
 
 FINE_M = 2.0
@@ -37,7 +37,7 @@ NOUNS = {  # tier -> class -> noun phrase; tiers follow what a pixel can resolve
     "medium": {"water": "water", "vegetation": "vegetation", "built": "built-up land",
                "bare": "bare ground"},
     "coarse": {"water": "open water", "vegetation": "vegetated land",
-               "built": "built-up land", "bare": "bright bare land"},
+               "built": "built-up land", "bare": "dry grass or bare ground"},
 }
 
 DOMINANT = (

@@ -24,11 +24,24 @@ Every pixel that is not nodata gets exactly one class, tested in this order:
    land within ``PAVED_CONTEXT_M`` (90 m). In the synthetic city this turns downtown from 27%
    to 3% "bare"; Haiti's gravel river bed, among scrub, stays bare.
    At coarse resolution (Landsat) a pixel mixes roofs, streets and yards into one smooth grey
-   value, so texture says nothing: the rest is built-up unless very bright.
+   value, so texture says nothing: the rest is built-up unless very bright or dry (below).
 4. **bare** — fine resolution: the smooth rest (soil, sand, gravel, dry river beds, bare lots).
    Coarse resolution: the rest brighter than ``COARSE_BARE_LUM`` (130, the 99th percentile of
    unvegetated land in the SF Bay scene, whose grey urban fabric sits at 60–100): sand, salt
-   flats, quarries — and, unavoidably without SWIR, the largest bright roofs.
+   flats, quarries — and, unavoidably without SWIR, the largest bright roofs. With a NIR band
+   also *dry* land: summer grassland and bare soil, which at 24–30 m is as smooth and as bright
+   as the urban fabric (luminance 76–100 against 56–116; 3 × 3 local std median 5 against
+   7–12, but a 90th percentile of 11 on both, so neither separates them). What does is colour.
+   Concrete, asphalt and roofs are spectrally flat across green, red and NIR; senescent grass
+   and iron-bearing soil rise steadily towards the NIR. A dry pixel therefore has
+   NDVI > ``DRY_NDVI`` (0.05: some dry matter, where pavement sits at 0.02 in downtown SF),
+   warmth (NIR − G)/(NIR + G) > ``DRY_WARM`` (0.12) and red above green,
+   (R − G)/(R + G) > ``DRY_RED_GREEN`` (0.02). On the Hayward shore grassland
+   (cell E578-N4163) warmth has a median of 0.18 and red−green 0.04; in downtown SF,
+   Oakland and Hayward's industrial and street-grid blocks both sit at 0.00–0.06, and only
+   0–9% of their unvegetated pixels pass all three tests (bare lots, dry yards: which they
+   are), against 63% on the grassland. The same rule paints SFO's and Oakland airport's
+   grass infields bare and leaves their terminals and aprons built-up.
 
 Besides the class fractions it measures texture (mean local std), edge density, the 3 × 3
 sector shares of each class (row 0 = north: chips are north-up) and long straight linear
@@ -59,6 +72,9 @@ PAVED_CONTEXT_M = 90.0
 PAVED_BUILT_SHARE = 0.5
 COARSE_M = 10.0
 COARSE_BARE_LUM = 130.0
+DRY_NDVI = 0.05
+DRY_WARM = 0.12
+DRY_RED_GREEN = 0.02
 TEXTURE_WIN = 9
 EDGE_GRADIENT = 20.0
 """Luminance gradient (central difference, 0–255 scale) above which a pixel counts as an edge."""
@@ -184,9 +200,13 @@ def classify(chip: np.ndarray, band_names: Sequence[str],
     lum = (red + green + (blue if blue is not None else nir)) / 3.0
     tex = local_std(lum)
 
+    dry = np.zeros(lum.shape, dtype=bool)
     if nir is not None:
         water = (_ratio(green, nir) > WATER_NDWI) & (nir < WATER_NIR)
-        veg = _ratio(nir, red) > VEG_NDVI
+        ndvi = _ratio(nir, red)
+        veg = ndvi > VEG_NDVI
+        dry = ((ndvi > DRY_NDVI) & (_ratio(nir, green) > DRY_WARM)
+               & (_ratio(red, green) > DRY_RED_GREEN))
     else:
         water = (lum < WATER_DARK) & (blue >= red) & (blue >= green) & (tex < WATER_SMOOTH)
         veg = (2 * green - red - blue) / np.maximum(red + green + blue, 1) > VEG_EXG
@@ -197,7 +217,7 @@ def classify(chip: np.ndarray, band_names: Sequence[str],
         built = (tex > BUILT_TEXTURE) & (busy > BUILT_EDGES) & open_land
         built |= _paved(built, open_land, pixel_size_m)
     else:
-        built = lum < COARSE_BARE_LUM
+        built = (lum < COARSE_BARE_LUM) & ~dry
     cls = np.full(lum.shape, 3, dtype=np.int8)
     cls[built] = 2
     cls[veg] = 1
