@@ -104,3 +104,19 @@ def test_xarray_reads_the_store(tmp_path: Path) -> None:
     ds = xr.open_zarr(path, consolidated=False)
     assert ds["chips"].dims == ("cell", "band", "y", "x")
     assert np.array_equal(ds["chips"].values[0], _chip(0))
+
+
+def test_write_many_is_write_in_one_call(tmp_path: Path) -> None:
+    one, many = _new(tmp_path / "one.zarr"), _new(tmp_path / "many.zarr")
+    items = [(cid, _chip(seed), 0.25 * (seed + 1)) for seed, cid in enumerate("abc")]
+    for item in items:
+        one.write(*item)
+    many.write_many(items)
+    many.write_many([("b", _chip(9), 1.0)])  # replacing keeps the slot
+    again = ChipStore.open(tmp_path / "many.zarr")
+    assert again.cell_ids() == ["a", "b", "c"]
+    assert np.array_equal(again.read("b"), _chip(9)) and again.valid_frac("b") == 1.0
+    assert np.array_equal(again.read("c"), ChipStore.open(tmp_path / "one.zarr").read("c"))
+    with pytest.raises(ValueError, match="same cell_id twice"):
+        many.write_many([("d", _chip(1), 1.0), ("d", _chip(2), 1.0)])
+    assert "d" not in many

@@ -295,8 +295,9 @@ def _chips_readable(store_path: Path) -> int:
         return 0
 
 
-def test_sigkill_mid_run_loses_at_most_the_chip_being_written(tmp_path: Path) -> None:
-    """A real SIGKILL: every chip the store then holds is complete, and a rerun finishes."""
+def test_sigkill_mid_run_leaves_only_complete_chips(tmp_path: Path) -> None:
+    """A real SIGKILL: every chip the store then holds is complete (chips are written in small
+    batches, so the chips of the batch in flight are cut again), and a rerun finishes."""
     rng = np.random.default_rng(2)
     tif = utm_tif(tmp_path / "r.tif", rng.integers(1, 255, (3, 800, 1000), dtype=np.uint8))
     cells = square_cells(UTM, X0, Y_TOP, 8, 10)
@@ -353,3 +354,17 @@ def test_guessed_band_names_are_reported(shared_data: Path, tmp_path: Path) -> N
               band_names=["nir", "red", "green"], progress=named)
     assert any("--band-names" in line and "red,green,blue" in line for line in guessed.infos)
     assert not any("--band-names" in line for line in named.infos)
+
+
+def test_a_store_write_error_is_raised_not_lost(tmp_path: Path, monkeypatch) -> None:
+    """Chips are written on a background thread; its failure must still stop the run."""
+    rng = np.random.default_rng(3)
+    tif = utm_tif(tmp_path / "r.tif", rng.integers(1, 255, (3, 400, 500), dtype=np.uint8))
+
+    def disk_full(self, items):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ChipStore, "write_many", disk_full)
+    with pytest.raises(OSError, match="disk full"):
+        cut_chips(square_cells(UTM, X0, Y_TOP, 4, 5), tmp_path / "c.gpkg", [str(tif)],
+                  tile_px=16)

@@ -17,7 +17,7 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.enums import ColorInterp, Resampling
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import RasterioError
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window, from_bounds
@@ -51,6 +51,8 @@ class LocalRaster:
                 self.bounds = tuple(ds.bounds)
                 self.res = max(abs(ds.res[0]), abs(ds.res[1]))
                 self._hint = [self._band_name(ds, i) for i in self.indexes]
+                self._all_valid = all(flags == [MaskFlags.all_valid]
+                                      for flags in ds.mask_flag_enums)
         except RasterioError as exc:
             raise InputError(f"cannot read imagery {path} ({exc}): is it a GeoTIFF/VRT/COG "
                              "that GDAL can open?") from exc
@@ -118,15 +120,20 @@ class LocalRaster:
             shape = (math.ceil(window.height / factor), math.ceil(window.width / factor))
         data = ds.read(self.indexes, window=window, out_shape=(n, *shape),
                        resampling=Resampling.average)
-        valid = ds.dataset_mask(window=window, out_shape=shape) > 0
+        if self._all_valid:  # no nodata, mask or alpha: skip reading a mask of all 255
+            valid = np.ones(shape, bool)
+        else:
+            valid = ds.dataset_mask(window=window, out_shape=shape) > 0
         if data.dtype.kind == "f":
             valid &= np.isfinite(data).all(axis=0)
-        data[:, ~valid] = 0  # NaN or fill values must not leak into bilinear neighbours
+        if not valid.all():
+            data[:, ~valid] = 0  # NaN or fill values must not leak into bilinear neighbours
         transform = ds.window_transform(window) @ Affine.scale(window.width / shape[1],
                                                                window.height / shape[0])
         warped, mask = warp_to_cell(data, valid, transform, ds.crs, cell, spans_cell=not clipped)
         chip = warped if self.stretch is None else self.stretch.apply(warped)
-        chip[:, ~mask] = 0
+        if not mask.all():
+            chip[:, ~mask] = 0
         return chip, mask
 
     def close(self) -> None:

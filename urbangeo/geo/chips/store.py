@@ -10,8 +10,9 @@ Layout (readable by zarr or ``xarray.open_zarr``):
   (sources, stretch).
 
 Why this order: zarr writes every chunk file atomically, and a chip's data is written before its
-``valid_frac``, so a job killed at any instant loses at most the chip being written and a rerun
-simply cuts it again. Writes must come from one thread (the reader threads only cut chips).
+``valid_frac``, so a job killed at any instant loses at most the chips being written (one
+:meth:`ChipStore.write_many` batch) and a rerun simply cuts them again. Writes must come from one
+thread at a time (``cut_chips`` hands them to a single writer thread).
 """
 
 from __future__ import annotations
@@ -167,19 +168,37 @@ class ChipStore:
     def write(self, cell_id: str, chip: np.ndarray, valid_frac: float = 1.0) -> None:
         """Store ``chip`` (C, H, W) uint8 for ``cell_id`` (replacing any earlier one);
         ``valid_frac`` in (0, 1] is the share of it that imagery covered."""
+        self.write_many([(cell_id, chip, valid_frac)])
+
+    def write_many(self, items: Sequence[tuple[str, np.ndarray, float]]) -> None:
+        """:meth:`write` for several ``(cell_id, chip, valid_frac)`` at once (distinct ids).
+
+        One zarr call per array instead of one per chip: zarr's per-call overhead and its
+        one-thread-per-call encoding made writes a third of a local cutting run. All chips reach
+        disk before any of their ``valid_frac``, so a kill still never marks a partial chip.
+        """
         expected = (len(self.band_names), self.tile_px, self.tile_px)
-        if chip.shape != expected or chip.dtype != np.uint8:
-            raise ValueError(f"chip must be uint8 {expected}, got {chip.dtype} {chip.shape}")
-        if not 0.0 < valid_frac <= 1.0:
-            raise ValueError(f"valid_frac must be in (0, 1], got {valid_frac}")
-        self.reserve([cell_id])
-        slot = self._slot[cell_id]
-        if cell_id in self._present:
-            self._valid[slot] = 0.0
-            self._present.discard(cell_id)
-        self._chips[slot] = chip
-        self._valid[slot] = valid_frac  # last: the chip counts only once its data is on disk
-        self._present.add(cell_id)
+        for _, chip, valid_frac in items:
+            if chip.shape != expected or chip.dtype != np.uint8:
+                raise ValueError(f"chip must be uint8 {expected}, got {chip.dtype} {chip.shape}")
+            if not 0.0 < valid_frac <= 1.0:
+                raise ValueError(f"valid_frac must be in (0, 1], got {valid_frac}")
+        if not items:
+            return
+        ids = [cid for cid, _, _ in items]
+        if len(set(ids)) != len(ids):
+            raise ValueError("write_many got the same cell_id twice")
+        self.reserve(ids)
+        slots = np.array([self._slot[cid] for cid in ids])
+        replaced = [cid in self._present for cid in ids]
+        if any(replaced):
+            self._valid.set_orthogonal_selection((slots[replaced],), 0.0)
+            self._present.difference_update(ids)
+        self._chips.set_orthogonal_selection((slots,), np.stack([chip for _, chip, _ in items]))
+        # last: the chips count only once their data is on disk
+        self._valid.set_orthogonal_selection(
+            (slots,), np.array([frac for _, _, frac in items], dtype=np.float32))
+        self._present.update(ids)
 
 
 def _is_chip_store(path: Path) -> bool:
