@@ -13,7 +13,6 @@ were made, enough to rebuild and check them), and one section per later stage (`
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -177,9 +176,3 @@ def write_cells(path: str | Path, cf: CellsFile, *, extra_layers: Sequence[Cells
                 _write_style(con, layer_file)
         for sidecar in tmp.parent.glob(tmp.name + "-*"):  # sqlite -wal/-shm, if any
             sidecar.unlink()
-
-
-def copy_cells(src: str | Path, dest: str | Path) -> None:
-    """Copy a cells GeoPackage atomically (for stages that write a new file beside the input)."""
-    with atomic_path(dest) as tmp:
-        shutil.copyfile(src, tmp)

@@ -443,7 +443,6 @@ def make_grid(
         "max_scale_error": None if error is None else round(error, 6),
         "urbangeo_version": urbangeo.__version__,
     }}
-    progress.info(f"grid: {len(cells)} cells of {ground:.1f} m on the ground in {spec.crs.name}")
     return CellsFile(cells=cells, metadata=metadata, style_qml=outline_style())
 
 

@@ -119,6 +119,4 @@ def write_cell_raster(
     if first.size:
         vmin, vmax = (float(v) for v in np.quantile(first, [0.02, 0.98]))
         write_text_atomic(out_path.with_suffix(".qml"), raster_style(vmin, vmax, ramp=ramp))
-    progress.info(f"rasterize: {len(columns)} band(s) {', '.join(columns)} -> {out_path} "
-                  f"({width} x {height} pixels)")
     return out_path

@@ -118,9 +118,6 @@ class ChipStore:
     def attrs(self) -> dict[str, Any]:
         return dict(self._group.attrs)
 
-    def update_attrs(self, attrs: dict[str, Any]) -> None:
-        self._group.attrs.update(json.loads(json.dumps(attrs)))
-
     def __contains__(self, cell_id: object) -> bool:
         return cell_id in self._present
 
