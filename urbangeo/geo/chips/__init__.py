@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pyproj import Geod, Transformer
+from pyproj import Transformer
 
 from urbangeo._concurrency import bounded_map
 from urbangeo.errors import CRSError, InputError, NoOverlapError
@@ -37,7 +37,6 @@ DEFAULT_BANDS = (1, 2, 3)
 MIN_VALID_FRAC = 0.5
 _BATCH_CHIPS = 16  # chips per store write: amortises zarr's per-call cost, bounds what a kill loses
 _BATCH_SECONDS = 2.0  # slow sources (tile servers) still get their chips on disk promptly
-_GEOD = Geod(ellps="WGS84")
 
 
 @dataclass
@@ -291,21 +290,12 @@ def _check_options(tile_px: int, workers: int, max_connections: int, min_valid_f
 
 
 def _source_resolution_m(sources: Sequence[ChipSource], cf: CellsFile) -> float | None:
-    """Coarsest native ground resolution among the raster sources, measured geodesically at
-    the cells' centre (web-mercator and degree pixels are not ground metres). XYZ sources are
-    fetched at the zoom matching the chip, so they add nothing coarser."""
+    """Coarsest native ground resolution among the sources, at the cells' centre."""
     minx, miny, maxx, maxy = cf.cells.total_bounds
-    centre_x, centre_y = (minx + maxx) / 2, (miny + maxy) / 2
-    found = []
-    for source in sources:
-        crs, res = getattr(source, "crs", None), getattr(source, "res", None)
-        if crs is None or res is None:
-            continue
-        x, y = Transformer.from_crs(cf.cells.crs, crs, always_xy=True).transform(centre_x,
-                                                                                centre_y)
-        to_lonlat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
-        (lon0, lon1), (lat0, lat1) = to_lonlat.transform([x, x + res], [y, y])
-        found.append(_GEOD.inv(lon0, lat0, lon1, lat1)[2])
+    lon, lat = Transformer.from_crs(cf.cells.crs, "EPSG:4326", always_xy=True).transform(
+        (minx + maxx) / 2, (miny + maxy) / 2)
+    found = [res for source in sources
+             if (res := source.ground_resolution_m(lon, lat)) is not None]
     return max(found) if found else None
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import rasterio
 from affine import Affine
+from pyproj import Geod, Transformer
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import RasterioError
@@ -30,6 +31,7 @@ _COLOUR_NAMES = {ColorInterp.red: "red", ColorInterp.green: "green", ColorInterp
 _DESCRIPTION_NAMES = {"red": "red", "green": "green", "blue": "blue", "nir": "nir",
                       "near infrared": "nir", "near-infrared": "nir"}
 _MARGIN_PX = 2  # source pixels read beyond the cell so bilinear edges have neighbours
+_GEOD = Geod(ellps="WGS84")
 
 
 class LocalRaster:
@@ -79,6 +81,14 @@ class LocalRaster:
 
     def band_names_hint(self) -> list[str | None]:
         return list(self._hint)
+
+    def ground_resolution_m(self, lon: float, lat: float) -> float | None:
+        # Geodesic length of one pixel step: web-mercator and degree pixels are not ground metres.
+        to_src = Transformer.from_crs("EPSG:4326", self.crs, always_xy=True)
+        x, y = to_src.transform(lon, lat)
+        (lon0, lon1), (lat0, lat1) = to_src.transform([x, x + self.res], [y, y],
+                                                       direction="INVERSE")
+        return float(_GEOD.inv(lon0, lat0, lon1, lat1)[2])
 
     def describe(self) -> dict[str, Any]:
         return {"source": self.label, "kind": "raster", "bands": self.indexes,

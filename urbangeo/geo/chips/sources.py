@@ -61,6 +61,10 @@ class ChipSource(Protocol):
     def describe(self) -> dict[str, Any]:
         """What to record in the ``chips`` metadata about this source (stretch, zoom, ...)."""
 
+    def ground_resolution_m(self, lon: float, lat: float) -> float | None:
+        """Native ground size of a pixel at (lon, lat), or None when the source adapts it to
+        the chip (an XYZ server is read at the zoom that matches the chip's pixels)."""
+
     def close(self) -> None:
         """Release files and connections."""
 

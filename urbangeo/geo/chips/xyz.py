@@ -229,6 +229,9 @@ class XYZSource:
     def band_names_hint(self) -> list[str | None]:
         return [("red", "green", "blue")[i - 1] for i in self.indexes]
 
+    def ground_resolution_m(self, lon: float, lat: float) -> float | None:
+        return None  # tiles are fetched at the zoom that matches the chip's own pixels
+
     def describe(self) -> dict[str, Any]:
         return {"source": self.label, "kind": "xyz", "template_sha256": self.template_sha256,
                 "bands": self.indexes, "max_zoom": self.max_zoom, "stretch": None}
