@@ -56,7 +56,9 @@ def _imports_in(path: Path) -> set[str]:
     ("package", "forbidden"),
     [
         ("geo", ("torch", "urbangeo.model", "urbangeo.cli", "urbangeo.captions")),
-        ("model", ("urbangeo.geo", "urbangeo.captions", "urbangeo.cli", "rasterio", "pyogrio")),
+        ("model", ("urbangeo.geo", "urbangeo.captions", "urbangeo.learn", "urbangeo.cli",
+                   "rasterio", "pyogrio")),
+        ("learn", ("urbangeo.cli", "urbangeo.api", "click", "rich")),
         ("captions", ("urbangeo.model", "urbangeo.cli")),
     ],
 )

@@ -366,6 +366,18 @@ def demo(output: PathLike = Path("outputs"), seed: int = 0, overwrite: bool = Fa
     return run_demo(Path(output), seed=seed, overwrite=overwrite, progress=progress, say=say)
 
 
+# ---- train (urbangeo.learn) : train() goes here ----
+
+
+# ---- predict (urbangeo.learn) : predict() goes here ----
+
+
+# ---- evaluate (urbangeo.learn) : evaluate() goes here ----
+
+
+# ---- similar (urbangeo.learn) : similar() goes here ----
+
+
 # ---- shared steps ----------------------------------------------------------------------------
 
 def _check_output(path: Path, overwrite: bool, suffixes: tuple[str, ...], kind: str) -> None:

@@ -20,6 +20,10 @@ COMMANDS: dict[str, str] = {
     "indicators": "urbangeo.cli.indicators:indicators",
     "rasterize": "urbangeo.cli.grid:rasterize",
     "caption": "urbangeo.cli.caption:caption",
+    "train": "urbangeo.cli.train:train",
+    "predict": "urbangeo.cli.predict:predict",
+    "evaluate": "urbangeo.cli.evaluate:evaluate",
+    "similar": "urbangeo.cli.similar:similar",
     "demo": "urbangeo.cli.demo:demo",
 }
 
