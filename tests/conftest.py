@@ -10,6 +10,7 @@ import os
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
+import shutil  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -23,3 +24,30 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data folder {SHARED_DATA} is absent (only on developer machines and CI)")
     return SHARED_DATA
+
+
+# A small captioned synthetic city, made once per session, for the learning stages' tests.
+
+@pytest.fixture(scope="session")
+def _city_cells(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from urbangeo import api
+    from urbangeo.sample import make_synthetic_city
+
+    out = tmp_path_factory.mktemp("learn_city")
+    city = make_synthetic_city(out / "sample", seed=3, size_km=2)
+    cells = out / "cells.gpkg"
+    api.grid(city.aoi, output=cells, cell_size=250, indicators=city.indicator_specs)
+    api.chips(cells, city.imagery, tile_px=64, nir_band=4)
+    api.caption(cells).raise_for_failures()
+    return cells
+
+
+@pytest.fixture
+def city_cells(_city_cells: Path, tmp_path: Path) -> Path:
+    """A private copy of a 2 km synthetic city in 250 m cells (64 cells) with 64 px chips,
+    describe captions and population/gdp/carbon; tests may change it freely."""
+    for item in _city_cells.parent.iterdir():
+        if item.name.startswith("cells"):
+            copy = shutil.copytree if item.is_dir() else shutil.copy2
+            copy(item, tmp_path / item.name)
+    return tmp_path / _city_cells.name

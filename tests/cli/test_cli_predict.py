@@ -3,7 +3,6 @@ progress for the QGIS plugin, and one-line errors."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -14,13 +13,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "learn"))  # shared
 from test_embed import save_tiny_model  # noqa: E402
 
 from urbangeo.cli.main import main  # noqa: E402
-
-# the learn tests' captioned synthetic city (a conftest only serves its own folder)
-_spec = importlib.util.spec_from_file_location(
-    "learn_city_fixtures", Path(__file__).resolve().parents[1] / "learn" / "conftest.py")
-_learn = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_learn)
-_city_cells, city_cells = _learn._city_cells, _learn.city_cells
 
 
 def _urbangeo(*args: str, progress: str = "none") -> int:
