@@ -367,15 +367,209 @@ def demo(output: PathLike = Path("outputs"), seed: int = 0, overwrite: bool = Fa
 
 
 # ---- train (urbangeo.learn) : train() goes here ----
+if TYPE_CHECKING:
+    from urbangeo.learn.pretrain import TrainReport
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` wrote: the model directory and the run's report (grid trials too)."""
+
+    path: Path
+    report: TrainReport
+
+    def lines(self) -> list[str]:
+        return self.report.lines()
+
+
+def train(
+    cells: PathLike,
+    output: PathLike,
+    *,
+    preset: str = "small",
+    epochs: int = 10,
+    batch_size: int = 32,
+    lr: float = 5e-4,
+    lambda_con: float = 1.0,
+    lambda_lm: float = 1.0,
+    caption_column: str = "caption",
+    init_from: PathLike | None = None,
+    tokenizer: PathLike | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    checkpoint_every: int = 200,
+    val_frac: float = 0.1,
+    image_size: int | None = None,
+    grid_lr: Sequence[float] = (),
+    grid_batch_size: Sequence[int] = (),
+    grid_epochs: int | None = None,
+    overwrite: bool = False,
+    progress: Progress = SILENT,
+) -> TrainResult:
+    """Pretrain UrbanCLIP on the chips and captions of ``cells``; write the model to ``output``.
+
+    Resumable: a killed run continues from its last checkpoint (``OUTPUT.partial/``) when the
+    same call is made again. With ``grid_lr`` and/or ``grid_batch_size`` one trial per pair
+    trains (``grid_epochs`` each, default ``epochs``) and the pair with the lowest validation
+    loss is kept (paper §4.1.3). Other options: :class:`urbangeo.learn.train_options.TrainOptions`.
+    """
+    from urbangeo.learn.data import load_cell_data
+    from urbangeo.learn.pretrain import grid_search, train_model
+    from urbangeo.learn.train_options import MIN_CELLS, TrainOptions
+
+    options = TrainOptions(
+        preset=preset, epochs=epochs, batch_size=batch_size, lr=lr, lambda_con=lambda_con,
+        lambda_lm=lambda_lm, caption_column=caption_column, val_frac=val_frac, seed=seed,
+        device=device, checkpoint_every=checkpoint_every,
+        init_from=None if init_from is None else str(init_from),
+        tokenizer=None if tokenizer is None else str(tokenizer), image_size=image_size)
+    options.validate()
+    output = Path(output)
+    if output.exists() and not overwrite:
+        raise InputError(f"{output} already exists: pass --overwrite to replace it, or choose "
+                         "another -o")
+    data = load_cell_data(cells)
+    data.caption_texts(caption_column)  # every cell with a chip needs a caption
+    if len(data) < MIN_CELLS:
+        raise InputError(f"{cells} has only {len(data)} cells with a chip; training needs at "
+                         f"least {MIN_CELLS}: use a larger area or smaller cells")
+    if grid_lr or grid_batch_size:
+        report = grid_search(data, output, options, lrs=grid_lr, batch_sizes=grid_batch_size,
+                             trial_epochs=grid_epochs, overwrite=overwrite, progress=progress)
+    else:
+        report = train_model(data, output, options, overwrite=overwrite, progress=progress)
+    return TrainResult(output, report)
+
 
 
 # ---- predict (urbangeo.learn) : predict() goes here ----
 
+if TYPE_CHECKING:
+    from urbangeo.learn.predict import PredictReport
+
+
+@dataclass
+class PredictResult:
+    """The predictions GeoPackage :func:`predict` wrote (and COGs), with the test metrics."""
+
+    path: Path
+    report: PredictReport
+
+    def lines(self) -> list[str]:
+        return self.report.lines()
+
+
+def predict(cells: PathLike, model: PathLike, targets: str | Sequence[str], output: PathLike, *,
+            raster_dir: PathLike | None = None, split: str = "random", seed: int = 0,
+            batch_size: int = 64, device: str = "auto", overwrite: bool = False,
+            progress: Progress = SILENT) -> PredictResult:
+    """Predict ``targets`` for every cell of ``cells`` from the frozen image encoder of
+    ``model`` (a directory written by :func:`train`): embeddings (cached beside the cells
+    file) -> one MLP probe per target fitted on the ``split``'s train cells -> a GeoPackage
+    layer ``predictions`` with every cell, plus one COG per target in ``raster_dir``."""
+    from urbangeo.learn.data import load_cell_data
+    from urbangeo.learn.predict import predict_cells
+
+    targets = [targets] if isinstance(targets, str) else list(targets)
+    report = predict_cells(load_cell_data(cells), Path(model), targets, Path(output),
+                           raster_dir=Path(raster_dir) if raster_dir else None, split=split,
+                           seed=seed, batch_size=batch_size, device=device, overwrite=overwrite,
+                           progress=progress)
+    return PredictResult(report.output, report)
+
 
 # ---- evaluate (urbangeo.learn) : evaluate() goes here ----
 
+if TYPE_CHECKING:
+    from urbangeo.learn.evaluate import EvalReport
+    from urbangeo.learn.similar import SimilarReport
+
+
+def evaluate(
+    cells: PathLike | None,
+    output_dir: PathLike,
+    *,
+    models: str | Sequence[str] | None = None,
+    targets: str | Sequence[str] | None = None,
+    seeds: int = 3,
+    splits: str | Sequence[str] = ("random", "blocks"),
+    epochs: int = 10,
+    preset: str = "tiny",
+    batch_size: int = 32,
+    model: PathLike | None = None,
+    train_on: PathLike | None = None,
+    test_on: PathLike | None = None,
+    pretrain_per_seed: bool = False,
+    block_size: float | None = None,
+    resnet_weights: PathLike | None = None,
+    device: str = "auto",
+    overwrite: bool = False,
+    progress: Progress = SILENT,
+) -> EvalReport:
+    """The paper's Table 2 and ablations on ``cells``, or its transfer test (``train_on`` ->
+    ``test_on``, no ``cells``): evaluation.md / .csv / _r2.png in ``output_dir``.
+
+    ``models`` (default all: the seven baselines, three ablations, UrbanCLIP) and ``targets``
+    (default every indicator) take lists or comma-separated strings. ``model`` is a trained
+    model directory the UrbanCLIP row uses instead of pretraining one. Fitted models and
+    features are kept in ``output_dir``, so the same call after a crash resumes; ``overwrite``
+    starts over.
+    """
+    from urbangeo.learn.data import load_cell_data
+    from urbangeo.learn.evaluate import EvalOptions, evaluate_transfer
+    from urbangeo.learn.evaluate import evaluate as evaluate_cells
+
+    if (train_on is None) != (test_on is None):
+        raise InputError("the transfer test needs both --train-on and --test-on")
+    if (cells is None) == (train_on is None):
+        raise InputError("give either a CELLS file, or --train-on A.gpkg --test-on B.gpkg for "
+                         "the transfer test, not both")
+    options = EvalOptions(
+        models=_names(models), targets=_names(targets), seeds=seeds,
+        splits=_names(splits) or (), epochs=epochs, preset=preset, batch_size=batch_size,
+        model_dir=None if model is None else Path(model), pretrain_per_seed=pretrain_per_seed,
+        block_size_m=block_size,
+        resnet_weights=None if resnet_weights is None else Path(resnet_weights),
+        device=device).checked()
+    if train_on is not None:
+        return evaluate_transfer(load_cell_data(train_on), load_cell_data(test_on),
+                                 Path(output_dir), options, overwrite=overwrite,
+                                 progress=progress)
+    return evaluate_cells(load_cell_data(cells), Path(output_dir), options, overwrite=overwrite,
+                          progress=progress)
+
+
+def _names(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    """``"a,b"``, ``["a", "b"]`` or ``["a,b"]`` -> ``("a", "b")``; nothing -> ``None``."""
+    if value is None:
+        return None
+    items = [value] if isinstance(value, str) else list(value)
+    names = tuple(n.strip() for item in items for n in item.split(",") if n.strip())
+    return names or None
+
+
 
 # ---- similar (urbangeo.learn) : similar() goes here ----
+
+def similar(cells: PathLike | Sequence[PathLike], model: PathLike, cell_id: str, *, k: int = 10,
+            output: PathLike | None = None, other_files_only: bool = False,
+            batch_size: int = 64, device: str = "auto", overwrite: bool = False,
+            progress: Progress = SILENT) -> SimilarReport:
+    """The ``k`` cells of ``cells`` (one cells file or several, e.g. other cities) most similar
+    to ``cell_id`` by cosine of ``model``'s image embeddings (paper §4.4.2). The query is taken
+    from the first file that has it. ``output`` (a .gpkg) gets the query and its matches as a
+    layer in EPSG:4326. Embeddings are cached beside each cells file."""
+    from urbangeo.learn.data import load_cell_data
+    from urbangeo.learn.similar import similar as similar_cells
+
+    paths = [cells] if isinstance(cells, str | os.PathLike) else list(cells)
+    if output is not None:
+        output = Path(output)
+        _check_output(output, overwrite, (".gpkg",), "a GeoPackage")
+    return similar_cells([load_cell_data(p) for p in paths], Path(model), cell_id, k=k,
+                         other_files_only=other_files_only, output=output,
+                         batch_size=batch_size, device=device, progress=progress)
+
 
 
 # ---- shared steps ----------------------------------------------------------------------------

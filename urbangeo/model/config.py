@@ -196,7 +196,7 @@ _COCA = dict(pooler_mode="single", n_queries=256, pooler_heads=8, vocab_size=494
 PRESETS: dict[str, dict[str, Any]] = {
     # CPU tests and demos: seconds per step on small chips; vocab fits a small trained BPE.
     "tiny": dict(image_size=64, patch_size=16, vision_width=64, vision_layers=2, vision_heads=2,
-                 embed_dim=64, n_queries=16, pooler_heads=2, vocab_size=1024, context_length=32,
+                 embed_dim=64, n_queries=16, pooler_heads=2, vocab_size=1024, context_length=77,
                  text_width=64, text_heads=2, text_layers=1, multimodal_layers=1,
                  pad_id=0, bos_id=1, eos_id=2),
     "small": dict(image_size=224, patch_size=16, vision_width=384, vision_layers=12,
