@@ -15,6 +15,9 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+# The real-QGIS suite runs in its own interpreter (scripts/qgis-tests, .venv-qgis).
+collect_ignore = ["plugin"]
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
