@@ -355,15 +355,21 @@ def rasterize(cells: PathLike, columns: str | Sequence[str], output: PathLike, *
 
 
 def demo(output: PathLike = Path("outputs"), seed: int = 0, overwrite: bool = False, *,
-         progress: Progress = SILENT, say: Callable[[str], None] | None = None) -> DemoRun:
-    """Run the whole pipeline on a generated synthetic city in ``output`` (offline, seconds).
+         epochs: int | None = None, eval_seeds: int = 3,
+         eval_models: str | Sequence[str] | None = None, progress: Progress = SILENT,
+         say: Callable[[str], None] | None = None) -> DemoRun:
+    """Run the whole pipeline on a generated synthetic city in ``output`` (offline, minutes):
+    grid, chips, captions, UrbanCLIP pretraining, predictions and the paper's evaluation.
 
     Each step's summary is passed to ``say`` as it finishes and kept in the returned run's
-    ``lines``.
+    ``lines``. ``epochs`` (default :data:`urbangeo.demo.EPOCHS`), ``eval_seeds`` and
+    ``eval_models`` shorten the run.
     """
-    from urbangeo.demo import run_demo
+    from urbangeo.demo import EPOCHS, run_demo
 
-    return run_demo(Path(output), seed=seed, overwrite=overwrite, progress=progress, say=say)
+    return run_demo(Path(output), seed=seed, overwrite=overwrite,
+                    epochs=EPOCHS if epochs is None else epochs, eval_seeds=eval_seeds,
+                    eval_models=_names(eval_models), progress=progress, say=say)
 
 
 # ---- train (urbangeo.learn) : train() goes here ----
