@@ -54,3 +54,15 @@ def city_cells(_city_cells: Path, tmp_path: Path) -> Path:
             copy = shutil.copytree if item.is_dir() else shutil.copy2
             copy(item, tmp_path / item.name)
     return tmp_path / _city_cells.name
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory):
+    """``urbangeo demo`` end to end once per session, shortened to 1 epoch and 2 seeds: every
+    step, model and output of the real run. Returns the run and the lines it reported."""
+    from urbangeo import api
+
+    lines: list[str] = []
+    run = api.demo(tmp_path_factory.mktemp("demo") / "outputs", epochs=1, eval_seeds=2,
+                   say=lines.append)
+    return run, lines

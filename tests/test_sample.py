@@ -142,18 +142,16 @@ def test_describe_land_cover_agrees_with_land_use_per_cell(city: SampleCity) -> 
     assert n == 36 and dominant_ok >= 0.9 * n
 
 
-@pytest.mark.slow  # about 10 s; still runs by default
-def test_demo_end_to_end(tmp_path: Path) -> None:
+@pytest.mark.slow  # about a minute (shared with test_api); still runs by default
+def test_demo_end_to_end(demo_run) -> None:
     from urbangeo.cli.main import cli
     from urbangeo.geo.cells import read_cells
 
-    out = tmp_path / "outputs"
-    result = CliRunner().invoke(cli, ["--progress", "none", "demo", "-o", str(out)])
-    assert result.exit_code == 0, result.output
-    assert "cells.gpkg" in result.output and "population.tif" in result.output
+    run, _ = demo_run
+    out = run.out_dir
     cf = read_cells(out / "cells.gpkg")
     cells = cf.cells
-    assert len(cells) == 36 and bool(cells["has_chip"].all())
+    assert len(cells) == 576 and bool(cells["has_chip"].all())
     for name in ("population", "gdp", "carbon"):
         assert cells[name].notna().all()
         meta = cf.metadata["indicators"][name]
@@ -164,6 +162,20 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert cells["population"].sum() == pytest.approx(raster_total, rel=0.01)
     assert cf.metadata["chips"]["band_names"][3] == "nir"
     with rasterio.open(out / "population.tif") as ds:
-        assert ds.count == 1 and ds.width == 6
+        assert ds.count == 1 and ds.width == 24
+    # train -> predict -> evaluate
+    assert (out / "model" / "model.safetensors").is_file()
+    predictions = pyogrio.read_dataframe(out / "predictions.gpkg", layer="predictions")
+    assert len(predictions) == 576 and predictions["population_pred"].notna().all()
+    for name in ("population", "gdp", "carbon"):
+        with rasterio.open(out / "predictions" / f"{name}_pred.tif") as ds:
+            assert int(ds.read(1, masked=True).count()) == 576
+    table = (out / "evaluation" / "evaluation.md").read_text()
+    for row in ("UrbanCLIP (model)", "PCA", "Autoencoder", "ResNet-18", "Tile2Vec", "PG-SimCLR",
+                "UrbanViT", "Text only", "UrbanCLIP w/o L_LM", "UrbanCLIP w/o L_Con",
+                "UrbanCLIP w/o refinement"):
+        assert f"| {row}" in table, row
+    for name in ("evaluation.csv", "evaluation_r2.png"):
+        assert (out / "evaluation" / name).stat().st_size > 0
     again = CliRunner().invoke(cli, ["--progress", "none", "demo", "-o", str(out)])
     assert again.exit_code != 0 and "already exists" in str(again.exception)
