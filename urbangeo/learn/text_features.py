@@ -34,18 +34,23 @@ class TextOnlyFeatures:
         self.svd: TruncatedSVD | None = None
 
     def fit(self, data: CellData, *, progress: Progress = SILENT) -> None:
-        texts = data.caption_texts(self.caption_column)
         progress.start(self.label, None)
+        self.fit_texts(data.caption_texts(self.caption_column))
+        progress.finish()
+
+    def transform(self, data: CellData, *, progress: Progress = SILENT) -> np.ndarray:
+        return self.transform_texts(data.caption_texts(self.caption_column))
+
+    def fit_texts(self, texts: list[str]) -> None:
+        """Fit on captions that do not come from a cells file (e.g. the paper's own corpus)."""
         vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
         tfidf = vectorizer.fit_transform(texts)
         # SVD needs fewer components than both terms and documents.
         k = max(1, min(self.n_components, tfidf.shape[1] - 1, tfidf.shape[0] - 1))
         self.svd = TruncatedSVD(n_components=k, random_state=self.seed).fit(tfidf)
         self.vectorizer = vectorizer
-        progress.finish()
 
-    def transform(self, data: CellData, *, progress: Progress = SILENT) -> np.ndarray:
+    def transform_texts(self, texts: list[str]) -> np.ndarray:
         if self.vectorizer is None or self.svd is None:
             raise ModelError("the text-only baseline is not fitted yet: call fit() first")
-        texts = data.caption_texts(self.caption_column)
         return self.svd.transform(self.vectorizer.transform(texts)).astype(np.float32)
