@@ -36,8 +36,9 @@ if TYPE_CHECKING:
     from urbangeo.geo.chips import ChipsReport
     from urbangeo.geo.indicators import IndicatorReport, IndicatorSpec
 
-__all__ = ["CaptionResult", "ChipsResult", "GridResult", "IndicatorsResult", "RasterizeResult",
-           "caption", "chips", "demo", "grid", "indicators", "rasterize"]
+__all__ = ["CaptionResult", "ChipsResult", "GridResult", "IndicatorsResult", "PredictResult",
+           "RasterizeResult", "TrainResult", "caption", "chips", "demo", "evaluate", "grid",
+           "indicators", "predict", "rasterize", "similar", "train"]
 
 PathLike = str | os.PathLike[str]
 VectorLayer = PathLike | tuple[PathLike, str | None]

@@ -18,7 +18,12 @@ from urbangeo import api
 from urbangeo.errors import InputError
 from urbangeo.learn.data import load_cell_data
 from urbangeo.learn.pretrain import TrainOptions, grid_search, train_model
-from urbangeo.learn.train_batches import augment, epoch_batches, split_cells, steps_per_epoch
+from urbangeo.learn.train_batches import (
+    augment,
+    epoch_batches,
+    steps_per_epoch,
+    train_val_positions,
+)
 from urbangeo.model import UrbanTokenizer, load_model
 
 FAST = TrainOptions(preset="tiny", image_size=32, epochs=2, batch_size=16, lr=2e-3,
@@ -202,7 +207,7 @@ def test_batches_and_flips_are_pure_functions_of_seed_epoch_position() -> None:
     assert not np.array_equal(batches[0], epoch_batches(33, 8, 5, 3)[0])
     assert steps_per_epoch(34, 8) == len(epoch_batches(34, 8, 0, 0)) == 5
     assert steps_per_epoch(5, 8) == 1
-    train, val = split_cells(64, 0.1, seed=0)
+    train, val = train_val_positions(64, 0.1, seed=0)
     assert len(val) == 6 and not set(train) & set(val) and len(train) + len(val) == 64
 
     chips = np.random.default_rng(0).integers(0, 255, (16, 3, 8, 8), dtype=np.uint8)

@@ -74,8 +74,10 @@ def make_baseline(key: str, *, seed: int = 0, image_size: int = 64, epochs: int 
                          "16 px or more (the chips' tile size is the natural choice)")
     if epochs < 1 or batch_size < 2:
         raise InputError(f"epochs ({epochs}) must be >= 1 and batch_size ({batch_size}) >= 2")
+    from urbangeo.learn.device import resolve_device
+
     opts = _Options(seed=seed, image_size=image_size, epochs=epochs, batch_size=batch_size,
-                    device=device)
+                    device=str(resolve_device(device)))
     if key == "resnet18":
         return ResNet18Features(opts, weights=resnet_weights)
     if key == "urbanvit":

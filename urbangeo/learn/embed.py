@@ -16,7 +16,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -24,9 +24,6 @@ from urbangeo._atomic import write_text_atomic
 from urbangeo.errors import InputError, ModelError
 from urbangeo.learn.data import CellData, to_model_input
 from urbangeo.progress import SILENT, Progress
-
-if TYPE_CHECKING:
-    import torch
 
 CACHE_FORMAT = "urbangeo-embeddings/1"
 _HASH_BLOCK = 1 << 20
@@ -52,24 +49,6 @@ def model_sha256(model_dir: Path) -> str:
         raise ModelError(f"{model_dir} has no {WEIGHTS_NAME}; the model was not saved "
                          "completely: train it again") from None
     return digest.hexdigest()
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; InputError for an unusable device name."""
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError:
-        raise InputError(f"unknown device '{device}': use auto, cpu, cuda or cuda:N") from None
-    if resolved.type not in ("cpu", "cuda"):
-        raise InputError(f"device '{device}' is not supported: use auto, cpu, cuda or cuda:N")
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device '{device}' asked for, but CUDA is not available here: use "
-                         "--device cpu (or auto)")
-    return resolved
 
 
 class _EmbeddingCache:
@@ -120,6 +99,7 @@ def embed_cells(model_dir: str | Path, data: CellData, *, batch_size: int = 64,
     """
     import torch
 
+    from urbangeo.learn.device import resolve_device
     from urbangeo.model.io import load_model
 
     if batch_size < 1:

@@ -30,7 +30,7 @@ from urbangeo.learn import report
 from urbangeo.learn.baselines import BASELINES, FeatureExtractor, make_baseline
 from urbangeo.learn.data import CellData
 from urbangeo.learn.metrics import regression_metrics
-from urbangeo.learn.probe import ProbeOptions, _labelled_log, fit_probe
+from urbangeo.learn.probe import ProbeOptions, fit_probe, labelled_log
 from urbangeo.learn.report import ProbeResult, Summary, sample_name
 from urbangeo.learn.splits import SPLIT_KINDS, split_cells
 from urbangeo.learn.train_options import TrainOptions
@@ -249,7 +249,7 @@ class _Fitter:
 
     def __init__(self, run: EvalReport, options: EvalOptions, fit_on: CellData,
                  outputs: Sequence[CellData], progress: Progress) -> None:
-        from urbangeo.learn.embed import resolve_device
+        from urbangeo.learn.device import resolve_device
         from urbangeo.model.config import UrbanCLIPConfig
 
         self.run, self.options, self.fit_on, self.outputs = run, options, fit_on, outputs
@@ -364,7 +364,7 @@ def evaluate_transfer(train: CellData, test: CellData, out_dir: Path, options: E
                 for name in targets:
                     fit = fit_probe(f_train, train.target(name), labels, seed=seed,
                                     options=options.probe)
-                    m = regression_metrics(_labelled_log(test.target(name)),
+                    m = regression_metrics(labelled_log(test.target(name)),
                                            fit.predict_log(f_test))
                     run.results.append(ProbeResult(key, name, TRANSFER, seed, m.r2, m.rmse,
                                                    m.mae, m.n))

@@ -30,7 +30,13 @@ from torch import Tensor
 from urbangeo.errors import InputError, ModelError
 from urbangeo.learn.checkpoint import WorkDir, partial_dir
 from urbangeo.learn.data import CellData, to_model_input
-from urbangeo.learn.train_batches import augment, epoch_batches, split_cells, steps_per_epoch
+from urbangeo.learn.device import resolve_device
+from urbangeo.learn.train_batches import (
+    augment,
+    epoch_batches,
+    steps_per_epoch,
+    train_val_positions,
+)
 from urbangeo.learn.train_options import MIN_CELLS, TrainOptions
 from urbangeo.model import UrbanCLIP, UrbanCLIPConfig, UrbanTokenizer
 from urbangeo.model.io import build_with_weights, load_model, save_model
@@ -180,22 +186,6 @@ def _train(data: CellData, model_dir: Path, options: TrainOptions, *, overwrite:
     return report
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> the GPU when torch sees one, else the CPU; InputError for unusable names."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise InputError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from None
-    if device.type not in ("cpu", "cuda"):
-        raise InputError(f"device {name!r} is not supported: use auto, cpu, cuda or cuda:N")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {name!r} asked for, but torch sees no CUDA GPU: use --device "
-                         "cpu (or auto)")
-    return device
-
-
 def run_identity(options: TrainOptions, data: CellData, texts: Sequence[str]) -> dict[str, Any]:
     """What a resumed run must share with the one it continues: options and training data."""
     digest = hashlib.sha256(json.dumps([data.cell_ids, list(texts), data.tile_px]).encode())
@@ -292,7 +282,8 @@ class _Trainer:
                  device: torch.device, progress: Progress) -> None:
         self.data, self.tokens, self.model, self.options = data, tokens, model, options
         self.device, self.progress = device, progress
-        self.train_idx, self.val_idx = split_cells(len(data), options.val_frac, options.seed)
+        self.train_idx, self.val_idx = train_val_positions(len(data), options.val_frac,
+                                                           options.seed)
         if len(self.train_idx) < 2:
             raise InputError(f"only {len(self.train_idx)} training cells remain after holding "
                              f"out {len(self.val_idx)} for validation: lower val_frac")

@@ -77,7 +77,7 @@ class ProbeFit:
         return regression_metrics(self.y_log[rows], self.fitted_log[rows])
 
 
-def _labelled_log(y_natural: np.ndarray) -> np.ndarray:
+def labelled_log(y_natural: np.ndarray) -> np.ndarray:
     """log1p of the usable targets; NaN where the target is missing, infinite or negative."""
     y = np.asarray(y_natural, dtype=np.float64)
     usable = np.isfinite(y) & (y >= 0)
@@ -115,7 +115,7 @@ def fit_probe(features: np.ndarray, y_natural: np.ndarray, split: np.ndarray, *,
 
     features = np.asarray(features, dtype=np.float32)
     split = np.asarray(split).astype(str)
-    y_log = _labelled_log(y_natural)
+    y_log = labelled_log(y_natural)
     _check_inputs(features, y_log, split)
     labelled = np.isfinite(y_log)
     train = labelled & (split == "train")

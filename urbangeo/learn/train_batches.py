@@ -13,7 +13,7 @@ import numpy as np
 _SPLIT, _ORDER, _AUGMENT = 0, 1, 2
 
 
-def split_cells(n: int, val_frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def train_val_positions(n: int, val_frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Positions of the training and validation cells (each sorted); at least one validation
     cell when ``val_frac`` > 0."""
     n_val = max(1, round(n * val_frac)) if val_frac > 0 else 0
