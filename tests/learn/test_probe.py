@@ -123,3 +123,25 @@ def test_probe_refuses_targets_it_cannot_learn() -> None:
         fit_probe(x[:10], y, split)
     with pytest.raises(InputError, match="unknown split 'dev'"):
         fit_probe(x, y, split).metrics("dev")
+
+
+def test_split_of_only_the_labelled_cells() -> None:
+    xy = np.stack(np.meshgrid(np.arange(10) * 250.0, np.arange(10) * 250.0), -1).reshape(-1, 2)
+    labelled = np.arange(100) % 3 == 0
+    for kind in ("random", "blocks"):
+        labels = split_cells(xy, kind, 0, only=labelled)
+        assert set(labels[~labelled]) == {""}
+        assert set(labels[labelled]) == {"train", "val", "test"}
+    labels = split_cells(xy, "random", 0, only=labelled)
+    assert (labels == "test").sum() == round(0.2 * labelled.sum())
+
+
+def test_a_feature_constant_on_train_cannot_blow_up_a_prediction() -> None:
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(60, 3)).astype(np.float32)
+    split = np.array(["train"] * 40 + ["val"] * 10 + ["test"] * 10)
+    features[:50, 2] = 0.5 + 1e-5 * rng.normal(size=50)  # near-constant where it learns ...
+    features[50:, 2] = 50.0  # ... far off on the test cells
+    y = np.expm1(features[:, 0] + 3)
+    fit = fit_probe(features, y, split, seed=0)
+    assert np.abs(fit.predict_log(features)[50:] - np.log1p(y[50:])).max() < 20

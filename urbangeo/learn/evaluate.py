@@ -318,8 +318,11 @@ def evaluate(data: CellData, out_dir: Path, options: EvalOptions, *, overwrite: 
     options = options.checked()
     targets = _targets([data], options.targets)
     out_dir = Path(out_dir)
-    splits = {(kind, seed): split_cells(data.xy, kind, seed, block_size_m=options.block_size_m)
-              for kind in options.splits for seed in range(options.seeds)}
+    # Each indicator splits only its labelled cells, so every seed tests on ~20 % of them.
+    splits = {(kind, seed, name): split_cells(data.xy, kind, seed,
+                                              block_size_m=options.block_size_m,
+                                              only=np.isfinite(labelled_log(data.target(name))))
+              for kind in options.splits for seed in range(options.seeds) for name in targets}
     _prepare(out_dir, overwrite)
     run = EvalReport(out_dir, [], [], {}, {kind: SPLIT_TITLES[kind] for kind in options.splits})
     fitter = _Fitter(run, options, data, [data], progress)
@@ -331,7 +334,7 @@ def evaluate(data: CellData, out_dir: Path, options: EvalOptions, *, overwrite: 
             for kind in options.splits:
                 for seed in probe_seeds:
                     for name in targets:
-                        m = fit_probe(features, data.target(name), splits[kind, seed],
+                        m = fit_probe(features, data.target(name), splits[kind, seed, name],
                                       seed=seed, options=options.probe).metrics("test")
                         run.results.append(ProbeResult(key, name, kind, seed, m.r2, m.rmse,
                                                        m.mae, m.n))

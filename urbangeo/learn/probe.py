@@ -23,6 +23,10 @@ if TYPE_CHECKING:
     from torch import nn
 
 MIN_TRAIN_CELLS = 5
+FEATURE_CLIP = 10.0
+"""Standardised features are clipped to +-10 train standard deviations: a feature almost
+constant on the train cells (a rare caption term's SVD axis) would otherwise blow up on a test
+cell and send the MLP's prediction thousands of log units away."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,7 @@ class ProbeFit:
         """Predictions in log1p units (float64)."""
         import torch
 
-        x = (np.asarray(features, dtype=np.float32) - self.feature_mean) / self.feature_std
+        x = _standardise(features, self.feature_mean, self.feature_std)
         with torch.inference_mode():
             z = self.net(torch.from_numpy(x.astype(np.float32))).squeeze(-1).double().numpy()
         return z * self.target_std + self.target_mean
@@ -75,6 +79,11 @@ class ProbeFit:
             raise InputError(f"unknown split '{split}': choose one of {', '.join(SPLITS)}")
         rows = (self.split == split) & np.isfinite(self.y_log)
         return regression_metrics(self.y_log[rows], self.fitted_log[rows])
+
+
+def _standardise(features: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    x = (np.asarray(features, dtype=np.float32) - mean) / std
+    return np.clip(x, -FEATURE_CLIP, FEATURE_CLIP).astype(np.float32)
 
 
 def labelled_log(y_natural: np.ndarray) -> np.ndarray:
@@ -125,7 +134,7 @@ def fit_probe(features: np.ndarray, y_natural: np.ndarray, split: np.ndarray, *,
     f_std[f_std < 1e-8] = 1.0
     t_mean, t_std = float(y_log[train].mean()), float(y_log[train].std())
     t_std = t_std if t_std > 1e-12 else 1.0
-    x = torch.from_numpy((features - f_mean) / f_std)
+    x = torch.from_numpy(_standardise(features, f_mean, f_std))
     z = torch.from_numpy(((np.nan_to_num(y_log) - t_mean) / t_std).astype(np.float32))
     train_idx = torch.from_numpy(np.flatnonzero(train))
     val_idx = torch.from_numpy(np.flatnonzero(val))

@@ -51,13 +51,24 @@ def _labels(order: np.ndarray, sizes: np.ndarray, f: np.ndarray) -> np.ndarray:
 
 def split_cells(xy: np.ndarray, kind: SplitKind, seed: int, *,
                 fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
-                block_size_m: float | None = None) -> np.ndarray:
+                block_size_m: float | None = None, only: np.ndarray | None = None) -> np.ndarray:
     """Label each cell (centroid ``xy`` in metres) "train", "val" or "test"; deterministic.
 
     ``random``: a seeded permutation cut at the fractions. ``blocks``: square blocks of
     ``block_size_m`` (default 4 cells a side) are shuffled and assigned whole, so no block
     straddles two splits; DataError when the cells span too few blocks to fill every split.
+    ``only`` (a boolean mask, e.g. the cells that have a target value) splits just those cells
+    and labels the others ""; without it, a city where half the cells lack data would get
+    test sets of very uneven size from seed to seed.
     """
+    if only is not None:
+        only = np.asarray(only, dtype=bool)
+        if block_size_m is None and kind == "blocks":
+            block_size_m = BLOCK_CELLS * grid_spacing(xy)  # the grid's spacing, not the subset's
+        labels = np.full(len(xy), "", dtype="<U5")
+        labels[only] = split_cells(np.asarray(xy)[only], kind, seed, fractions=fractions,
+                                   block_size_m=block_size_m)
+        return labels
     f = _check_fractions(fractions)
     xy = np.asarray(xy, dtype=float)
     n = len(xy)
