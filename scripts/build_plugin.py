@@ -21,7 +21,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN = REPO / "plugins" / "qgis_urbanclip"
-SKIP_DIRS = {"__pycache__", ".pytest_cache", ".qgis-settings"}
+SKIP_DIRS = {"__pycache__", ".pytest_cache"}
+SKIP_NAMES = {".DS_Store", "Thumbs.db"}
 
 
 def changelog_text(changelog: Path) -> str:
@@ -56,14 +57,16 @@ def build(output: Path) -> Path:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
             for path in sorted(PLUGIN.rglob("*")):
                 relative = path.relative_to(PLUGIN)
-                if (path.is_dir() or SKIP_DIRS & set(relative.parts)
-                        or path.suffix in {".pyc", ".pyo"}):
+                if (path.is_dir() or SKIP_DIRS & set(relative.parts) or path.name in SKIP_NAMES
+                        or path.suffix in {".pyc", ".pyo", ".swp"} or path.name.endswith("~")):
                     continue
                 name = f"{PLUGIN.name}/{relative.as_posix()}"
                 if relative.as_posix() == "metadata.txt":
                     archive.writestr(name, metadata)
                 else:
                     archive.write(path, name)
+            # plugins.qgis.org refuses a plugin zip without its licence.
+            archive.write(REPO / "LICENSE", f"{PLUGIN.name}/LICENSE")
         os.replace(tmp, output)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -31,18 +31,24 @@ def shared_data() -> Path:
 
 # A small captioned synthetic city, made once per session, for the learning stages' tests.
 
-@pytest.fixture(scope="session")
-def _city_cells(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def build_city_cells(out: Path, *, seed: int = 3, size_km: float = 2, tile_px: int = 64,
+                     name: str = "cells.gpkg") -> Path:
+    """A synthetic city in 250 m cells with chips, describe captions and its three indicators,
+    made through the API exactly as a user would."""
     from urbangeo import api
     from urbangeo.sample import make_synthetic_city
 
-    out = tmp_path_factory.mktemp("learn_city")
-    city = make_synthetic_city(out / "sample", seed=3, size_km=2)
-    cells = out / "cells.gpkg"
+    city = make_synthetic_city(out / "sample", seed=seed, size_km=size_km)
+    cells = out / name
     api.grid(city.aoi, output=cells, cell_size=250, indicators=city.indicator_specs)
-    api.chips(cells, city.imagery, tile_px=64, nir_band=4)
+    api.chips(cells, city.imagery, tile_px=tile_px, nir_band=4)
     api.caption(cells).raise_for_failures()
     return cells
+
+
+@pytest.fixture(scope="session")
+def _city_cells(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_city_cells(tmp_path_factory.mktemp("learn_city"))
 
 
 @pytest.fixture

@@ -431,6 +431,9 @@ def train(
         init_from=None if init_from is None else str(init_from),
         tokenizer=None if tokenizer is None else str(tokenizer), image_size=image_size)
     options.validate()
+    if grid_epochs is not None and not (grid_lr or grid_batch_size):
+        raise InputError("--grid-epochs only applies to a grid search: add --grid-lr and/or "
+                         "--grid-batch-size, or drop it")
     output = Path(output)
     if output.exists() and not overwrite:
         raise InputError(f"{output} already exists: pass --overwrite to replace it, or choose "

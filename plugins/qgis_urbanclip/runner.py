@@ -24,6 +24,8 @@ from qgis.core import QgsProcessingException, QgsProcessingFeedback
 
 from .command import base_command, child_environment
 
+NO_WINDOW = getattr(subprocess, "CREATE_NO_WINDOW", 0)  # Windows only
+
 #: seconds a cancelled command gets to exit on SIGTERM before SIGKILL.
 TERM_GRACE_S = 5.0
 _POLL_S = 0.1
@@ -45,11 +47,18 @@ def run_urbangeo(args: Sequence[str], feedback: QgsProcessingFeedback,
     feedback.pushCommandInfo(shlex.join(command))
     before = {path: _snapshot(path) for path in outputs}
     # Its own session (POSIX) or process group (Windows), so cancel reaches its children too.
-    group = ({"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if os.name == "nt"
-             else {"start_new_session": True})
-    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, env=child_environment(), text=True,
-                               encoding="utf-8", errors="replace", **group)
+    # On Windows also no console window popping up from QGIS's GUI process.
+    group = ({"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | NO_WINDOW}
+             if os.name == "nt" else {"start_new_session": True})
+    try:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, env=child_environment(), text=True,
+                                   encoding="utf-8", errors="replace", **group)
+    except OSError as exc:  # a configured path that is not a program (a .py, an activate...)
+        raise QgsProcessingException(
+            f"cannot run the urbangeo command {command[0]} ({exc.strerror or exc}): set "
+            "Processing > Options > Providers > UrbanCLIP > urbangeo command to the urbangeo "
+            "executable of your install (pip install urbangeo)") from exc
     lines: queue.Queue[str | None] = queue.Queue()
     stderr: list[str] = []
 
@@ -143,7 +152,7 @@ def _kill_tree(process: subprocess.Popen) -> None:
     """SIGTERM the command's whole process group (its own session), SIGKILL if it lingers."""
     if os.name == "nt":  # no process groups to signal: taskkill walks the tree
         subprocess.run(["taskkill", "/T", "/F", "/PID", str(process.pid)],
-                       capture_output=True, check=False)
+                       capture_output=True, check=False, creationflags=NO_WINDOW)
         process.wait()
         return
     for sig, wait_s in ((signal.SIGTERM, TERM_GRACE_S), (signal.SIGKILL, TERM_GRACE_S)):

@@ -53,6 +53,16 @@ def test_appends_across_sessions_and_replaces(tmp_path: Path) -> None:
     assert zarr.open_group(str(path))["chips"].shape[0] == 2  # no slot wasted on the rewrite
 
 
+def test_every_new_store_gets_its_own_id(tmp_path: Path) -> None:
+    """Caches keyed on the store (embeddings) must not take re-cut chips for the old ones."""
+    path = tmp_path / "c.zarr"
+    first = _new(path).attrs["store_id"]
+    assert ChipStore.open(path).attrs["store_id"] == first  # reopening keeps it
+    replaced = ChipStore.create(path, tile_px=16, band_names=NAMES, pixel_size_m=62.5,
+                                overwrite=True)
+    assert replaced.attrs["store_id"] != first
+
+
 def test_chip_counts_only_once_fully_written(tmp_path: Path) -> None:
     """A kill between the chip data and its valid_frac leaves a slot that is not a chip."""
     path = tmp_path / "c.zarr"

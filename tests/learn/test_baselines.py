@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import build_city_cells
 from safetensors.torch import save_file
 
-from urbangeo import api
 from urbangeo.errors import DataError, InputError, ModelError
 from urbangeo.learn.baselines import (
     BASELINES,
@@ -23,7 +23,6 @@ from urbangeo.learn.baselines import (
 )
 from urbangeo.learn.data import CellData, load_cell_data
 from urbangeo.model import UrbanCLIPConfig
-from urbangeo.sample import make_synthetic_city
 
 FAST = dict(image_size=32, epochs=1, batch_size=16)
 
@@ -31,13 +30,8 @@ FAST = dict(image_size=32, epochs=1, batch_size=16)
 @pytest.fixture(scope="module")
 def other_city(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A second, smaller city (other seed, 48 px chips) for the transfer path."""
-    out = tmp_path_factory.mktemp("other_city")
-    city = make_synthetic_city(out / "sample", seed=11, size_km=1)
-    cells = out / "cells.gpkg"
-    api.grid(city.aoi, output=cells, cell_size=250, indicators=city.indicator_specs)
-    api.chips(cells, city.imagery, tile_px=48, nir_band=4)
-    api.caption(cells).raise_for_failures()
-    return cells
+    return build_city_cells(tmp_path_factory.mktemp("other_city"), seed=11, size_km=1,
+                            tile_px=48)
 
 
 @pytest.fixture(autouse=True)

@@ -11,15 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import build_city_cells
 from PIL import Image
 
-from urbangeo import api
 from urbangeo.errors import InputError
 from urbangeo.learn import evaluate as ev
 from urbangeo.learn.data import load_cell_data
 from urbangeo.learn.evaluate import EvalOptions, evaluate, evaluate_transfer
 from urbangeo.learn.probe import ProbeOptions
-from urbangeo.sample import make_synthetic_city
 
 FAST = dict(seeds=2, epochs=1, batch_size=16, probe=ProbeOptions(max_epochs=60, patience=10))
 MODELS = ("pca", "text-only", "urbanclip")
@@ -35,13 +34,8 @@ def run(_city_cells: Path, tmp_path_factory: pytest.TempPathFactory) -> ev.EvalR
 @pytest.fixture(scope="module")
 def second_city(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Another 2 km synthetic city (another seed, hence other streets and indicators)."""
-    out = tmp_path_factory.mktemp("other_city")
-    city = make_synthetic_city(out / "sample", seed=11, size_km=2)
-    cells = out / "othertown.gpkg"
-    api.grid(city.aoi, output=cells, cell_size=250, indicators=city.indicator_specs)
-    api.chips(cells, city.imagery, tile_px=64, nir_band=4)
-    api.caption(cells).raise_for_failures()
-    return cells
+    return build_city_cells(tmp_path_factory.mktemp("other_city"), seed=11,
+                            name="othertown.gpkg")
 
 
 def _csv(path: Path) -> list[dict[str, str]]:

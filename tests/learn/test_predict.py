@@ -94,6 +94,8 @@ def test_mistakes_are_refused_before_any_work(city_cells, tmp_path) -> None:
         api.predict(city_cells, model, ["gdp"], tmp_path / "p.shp")
     with pytest.raises(InputError, match="at least one indicator"):
         api.predict(city_cells, model, [], tmp_path / "p.gpkg")
+    with pytest.raises(InputError, match="is the cells file itself"):
+        api.predict(city_cells, model, ["gdp"], city_cells, overwrite=True)
     with pytest.raises(InputError, match="unknown split 'kfold'"):
         api.predict(city_cells, model, ["gdp"], tmp_path / "p.gpkg", split="kfold")
     (tmp_path / "r").mkdir()

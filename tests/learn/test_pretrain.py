@@ -227,6 +227,8 @@ def test_bad_options_and_too_few_cells_are_explained(city_cells, tmp_path) -> No
         TrainOptions(preset="tiny", init_from="coca.pt").validate()
     with pytest.raises(InputError, match="preset must be one of"):
         TrainOptions(preset="huge").validate()
+    with pytest.raises(InputError, match="--grid-epochs only applies to a grid search"):
+        api.train(city_cells, tmp_path / "m", preset="tiny", grid_epochs=2)
     with pytest.raises(InputError, match="only 3 cells with a chip"):
         from urbangeo.geo.cells import read_cells, write_cells
 

@@ -134,6 +134,8 @@ def test_split_of_only_the_labelled_cells() -> None:
         assert set(labels[labelled]) == {"train", "val", "test"}
     labels = split_cells(xy, "random", 0, only=labelled)
     assert (labels == "test").sum() == round(0.2 * labelled.sum())
+    with pytest.raises(DataError, match="no cell has a value"):
+        split_cells(xy, "blocks", 0, only=np.zeros(100, bool))
 
 
 def test_a_feature_constant_on_train_cannot_blow_up_a_prediction() -> None:

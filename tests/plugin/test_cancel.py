@@ -54,8 +54,8 @@ def test_cancel_caption_leaves_the_cells_file_as_it_was(provider, captioned_cell
 
 
 @pytest.mark.needs_learning
-def test_cancel_training_leaves_no_model(provider, captioned_cells: Path, cli_commands: set[str],
-                                         tmp_path: Path) -> None:
+def test_cancel_training_leaves_no_model_but_keeps_checkpoints(
+        provider, captioned_cells: Path, cli_commands: set[str], tmp_path: Path) -> None:
     if "train" not in cli_commands:
         pytest.skip("this urbangeo has no train command")
     model = tmp_path / "model"
@@ -65,4 +65,5 @@ def test_cancel_training_leaves_no_model(provider, captioned_cells: Path, cli_co
             "CELLS": f"{captioned_cells}|layername=cells", "PRESET": 0, "EPOCHS": 50,
             "DEVICE": 1, "OUTPUT": str(model)}, feedback=feedback)
     assert _processes_mentioning(str(model)) == []
-    assert list(tmp_path.iterdir()) == [captioned_cells.parent]
+    assert not model.exists()  # no half-written model; checkpoints (if any) stay to resume
+    assert set(tmp_path.iterdir()) <= {captioned_cells.parent, tmp_path / "model.partial"}

@@ -61,6 +61,23 @@ def test_create_grid_from_extent(provider, tmp_path: Path) -> None:
     assert 4 <= cells.featureCount() <= 12
 
 
+def test_create_grid_from_an_extent_without_crs_reads_it_as_wgs84(provider,
+                                                                  tmp_path: Path) -> None:
+    results = processing.run("urbanclip:creategrid", {
+        "EXTENT": "13.40,13.43,52.50,52.52", "CELL_SIZE": 1000,
+        "OUTPUT": str(tmp_path / "nocrs.gpkg")})
+    assert _layer(results["OUTPUT"]).crs().authid() == "EPSG:32633"
+
+
+def test_layer_names_become_column_names_urbangeo_accepts() -> None:
+    from qgis_urbanclip.algorithms.grid import indicator_name
+
+    assert indicator_name("Bevölkerung 2020") == "bevolkerung_2020"
+    assert indicator_name("2020 pop") == "_2020_pop"
+    assert indicator_name("人口") == "indicator"
+    assert len(indicator_name("x" * 100)) == 63
+
+
 def test_cli_error_becomes_processing_exception_with_its_line(provider, city: Path,
                                                               urbangeo_cli: Path,
                                                               tmp_path: Path) -> None:
@@ -86,6 +103,12 @@ def test_missing_cli_says_how_to_install(provider, tmp_path: Path) -> None:
             "EXTENT": "13.40,13.43,52.50,52.52 [EPSG:4326]", "OUTPUT": str(tmp_path / "c.gpkg")})
     report = processing.run("urbanclip:checkinstallation", {})["REPORT"]
     assert "urbangeo command: NOT FOUND" in report and "pip install urbangeo" in report
+    not_a_program = tmp_path / "urbangeo.txt"
+    not_a_program.write_text("not a program")
+    QgsSettings().setValue(SETTING_KEY, str(not_a_program))
+    with pytest.raises(QgsProcessingException, match="cannot run the urbangeo command"):
+        processing.run("urbanclip:creategrid", {
+            "EXTENT": "13.40,13.43,52.50,52.52 [EPSG:4326]", "OUTPUT": str(tmp_path / "c.gpkg")})
 
 
 def test_non_gpkg_destination_is_refused(provider, tmp_path: Path) -> None:

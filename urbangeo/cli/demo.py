@@ -15,7 +15,8 @@ from urbangeo.demo import EPOCHS
 @click.option("-o", "--output", type=click.Path(path_type=Path, file_okay=False),
               default=Path("outputs"), show_default=True, help="Folder for the sample and results.")
 @click.option("--seed", type=int, default=0, show_default=True,
-              help="Seed of the synthetic city (same seed, same city).")
+              help="Seed of the synthetic city, the training and the prediction split (same "
+                   "seed, same results).")
 @click.option("--overwrite", is_flag=True, help="Redo the demo over an existing output folder.")
 @click.option("--epochs", type=click.IntRange(min=1), default=EPOCHS, show_default=True,
               help="Pretraining epochs of UrbanCLIP and of each ablation.")

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from urbangeo import api
+from urbangeo.cli.options import device_option
 from urbangeo.cli.progress import progress_of, say
 
 MODELS_HELP = (
@@ -33,7 +34,8 @@ MODELS_HELP = (
 @click.option("--split", "splits", multiple=True, type=click.Choice(["random", "blocks"]),
               default=("random", "blocks"), show_default=True,
               help="How cells are split 60/20/20 into train/val/test (repeatable): random cells, "
-                   "or whole 4x4-cell blocks so no test cell has a training neighbour.")
+                   "or whole 4x4-cell blocks, so most of a test cell's neighbours are held "
+                   "out too.")
 @click.option("--block-size", type=click.FloatRange(min=0, min_open=True), metavar="METRES",
               help="Side of the blocks of --split blocks [default: 4 cells].")
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True,
@@ -55,8 +57,7 @@ MODELS_HELP = (
 @click.option("--resnet-weights", type=click.Path(path_type=Path, dir_okay=False, exists=True),
               help="ImageNet ResNet-18 weights (.safetensors/.pth) for the resnet18 row "
                    "[default: random init, nothing is downloaded].")
-@click.option("--device", default="auto", show_default=True,
-              help="auto (CUDA when available), cpu, cuda or cuda:N.")
+@device_option
 @click.option("--overwrite", is_flag=True,
               help="Discard fitted models and features in the folder and start over.")
 @click.pass_context

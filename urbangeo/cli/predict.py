@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from urbangeo import api
+from urbangeo.cli.options import device_option, embed_batch_option
 from urbangeo.cli.progress import progress_of, say
 
 
@@ -28,14 +29,12 @@ from urbangeo.cli.progress import progress_of, say
 @click.option("--split", type=click.Choice(["random", "blocks"]), default="random",
               show_default=True,
               help="How cells are split 60/20/20 into train/val/test for the probe. random: "
-                   "cells drawn at random. blocks: whole 4x4-cell blocks, so test cells have no "
-                   "training neighbour (an honest test of transfer to new areas).")
+                   "cells drawn at random. blocks: whole 4x4-cell blocks, so most of a test cell's "
+                   "neighbours are held out with it (a harder test of transfer to new areas).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the split and the probe; the same seed gives the same predictions.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
-              help="Chips embedded per model call (lower it if the GPU runs out of memory).")
-@click.option("--device", default="auto", show_default=True,
-              help="auto (CUDA when available), cpu, cuda or cuda:N.")
+@embed_batch_option
+@device_option
 @click.option("--overwrite", is_flag=True, help="Replace the output (and rasters) if they exist.")
 @click.pass_context
 def predict(ctx: click.Context, **options: Any) -> None:

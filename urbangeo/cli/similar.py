@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from urbangeo import api
+from urbangeo.cli.options import device_option, embed_batch_option
 from urbangeo.cli.progress import progress_of, say
 
 
@@ -26,10 +27,8 @@ from urbangeo.cli.progress import progress_of, say
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
               help="GeoPackage (.gpkg) for the query (rank 0) and its matches, layer 'similar' "
                    "in EPSG:4326, with rank, cosine, file, caption and indicator columns.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
-              help="Chips embedded per model call (lower it if the GPU runs out of memory).")
-@click.option("--device", default="auto", show_default=True,
-              help="auto (CUDA when available), cpu, cuda or cuda:N.")
+@embed_batch_option
+@device_option
 @click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
 @click.pass_context
 def similar(ctx: click.Context, **options: Any) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from urbangeo import api
+from urbangeo.cli.options import device_option
 from urbangeo.cli.progress import progress_of, say
 from urbangeo.errors import UrbangeoError
 from urbangeo.learn.train_options import CAPTION_COLUMNS, TrainOptions
@@ -68,8 +69,7 @@ def _split(param: click.Parameter, value: str | None) -> list[str]:
 @click.option("--tokenizer", type=click.Path(path_type=Path, file_okay=False, exists=True),
               help="Directory with a saved tokenizer (tokenizer.json + tokenizer_config.json) "
                    "[default: train a byte-level BPE on the captions].")
-@click.option("--device", default=DEFAULTS.device, show_default=True,
-              help="auto (the GPU when there is one), cpu, cuda or cuda:N.")
+@device_option
 @click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True,
               help="Seeds the weights, the validation split, the batch order and the flips.")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=DEFAULTS.checkpoint_every,

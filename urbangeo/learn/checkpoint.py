@@ -141,8 +141,10 @@ class WorkDir:
             weights = load_file(str(path / WEIGHTS))
             best = load_file(str(path / BEST)) if (path / BEST).is_file() else None
         except Exception as exc:  # safetensors and torch raise assorted errors on bad files
-            raise ModelError(f"checkpoint {path} is unreadable ({exc}); pass --overwrite to "
-                             "discard the unfinished run and start over") from exc
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            # --overwrite resumes a run with the same options, so only deleting discards it.
+            raise ModelError(f"checkpoint {path} is unreadable ({reason}); delete {self.path} "
+                             "to discard the unfinished run and start over") from exc
         return Checkpoint(int(path.name.removeprefix(_PREFIX)), weights, best, state)
 
     def _checkpoints(self) -> list[Path]:

@@ -21,7 +21,7 @@ from urbangeo.geo.styles import cells_style
 from urbangeo.learn.data import CellData
 from urbangeo.learn.embed import default_cache, embed_cells, model_sha256
 from urbangeo.learn.metrics import Metrics
-from urbangeo.learn.probe import ProbeFit, fit_probe
+from urbangeo.learn.probe import ProbeFit, fit_probe, labelled_log
 from urbangeo.learn.splits import SPLIT_KINDS, SplitKind, split_cells
 from urbangeo.progress import SILENT, Progress
 
@@ -90,7 +90,7 @@ def _predictions_layer(data: CellData, targets: list[str], fits: dict[str, Probe
     out["has_chip"] = cells["has_chip"].fillna(False).to_numpy(dtype=bool)
     out["predicted"] = predicted
     split_col = np.full(n, None, dtype=object)
-    split_col[data.index] = split
+    split_col[data.index] = np.where(split == "", None, split)  # "": no value to split
     out["split"] = split_col
     for t in targets:
         fit = fits[t]
@@ -119,11 +119,18 @@ def predict_cells(data: CellData, model_dir: str | Path, targets: list[str], out
     targets = list(targets)
     if split not in SPLIT_KINDS:
         raise InputError(f"unknown split '{split}': choose one of {', '.join(SPLIT_KINDS)}")
+    if output.resolve() == data.cells_path.resolve():
+        raise InputError(f"-o {output} is the cells file itself: predictions go to a file of "
+                         "their own (e.g. predictions.gpkg), so the cells, chips and captions "
+                         "stay intact")
     rasters = _check_outputs(output, Path(raster_dir) if raster_dir else None, targets, overwrite)
     target_values = {t: data.target(t) for t in targets}  # InputError for unknown names
     features = embed_cells(model_dir, data, batch_size=batch_size, device=device,
                            cache=cache or default_cache(data.cells_path), progress=progress)
-    labels = split_cells(data.xy, split, seed)
+    # Split the cells that have a value for some target (as evaluate does), so cells outside
+    # the indicator rasters do not eat into the test set.
+    labelled = np.any([np.isfinite(labelled_log(v)) for v in target_values.values()], axis=0)
+    labels = split_cells(data.xy, split, seed, only=labelled)
     progress.start("probe", len(targets))
     fits = {}
     for t in targets:

@@ -188,7 +188,8 @@ def _train(data: CellData, model_dir: Path, options: TrainOptions, *, overwrite:
 
 def run_identity(options: TrainOptions, data: CellData, texts: Sequence[str]) -> dict[str, Any]:
     """What a resumed run must share with the one it continues: options and training data."""
-    digest = hashlib.sha256(json.dumps([data.cell_ids, list(texts), data.tile_px]).encode())
+    digest = hashlib.sha256(json.dumps([data.cell_ids, list(texts), data.tile_px,
+                                        data.store.attrs.get("store_id")]).encode())
     return {"options": options.identity(),
             "data": {"n_cells": len(data), "cells_and_captions_sha256": digest.hexdigest()}}
 
@@ -333,7 +334,7 @@ class _Trainer:
             self.best_val, self.best_epoch = state["best_val"], state["best_epoch"]
         except (KeyError, ValueError, TypeError) as exc:
             raise ModelError(f"the checkpoint's training state does not fit this run ({exc}); "
-                             "pass --overwrite to start over") from exc
+                             "delete the MODEL_DIR.partial folder to start over") from exc
         self.best_state = best
 
     def _checkpoint(self, work: WorkDir) -> None:

@@ -63,6 +63,9 @@ def split_cells(xy: np.ndarray, kind: SplitKind, seed: int, *,
     """
     if only is not None:
         only = np.asarray(only, dtype=bool)
+        if not only.any():
+            raise DataError("no cell has a value to split: check that the indicator raster "
+                            "covers the cells (`urbangeo indicators`)")
         if block_size_m is None and kind == "blocks":
             block_size_m = BLOCK_CELLS * grid_spacing(xy)  # the grid's spacing, not the subset's
         labels = np.full(len(xy), "", dtype="<U5")

@@ -16,6 +16,7 @@ from qgis.core import (
 from ..runner import run_urbangeo
 
 HELP_URL = "https://github.com/urbangeo/urbangeo/blob/main/docs/qgis.md"
+DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass

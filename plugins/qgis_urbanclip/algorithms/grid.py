@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from pathlib import Path
 from typing import Any
 
 from qgis.core import (
+    QgsCoordinateReferenceSystem,
     QgsProcessing,
     QgsProcessingContext,
     QgsProcessingException,
@@ -29,9 +31,22 @@ STATS = ("sum", "mean")
 
 
 def indicator_name(layer_name: str) -> str:
-    """A column name from a layer name: lower case, letters, digits and underscores."""
-    name = re.sub(r"\W+", "_", layer_name.strip().lower()).strip("_")
-    return name or "indicator"
+    """A column name urbangeo accepts from a layer name: ASCII letters, digits and underscores,
+    not starting with a digit, at most 63 characters ("Bevölkerung 2020" -> bevolkerung_2020)."""
+    ascii_name = unicodedata.normalize("NFKD", layer_name).encode("ascii", "ignore").decode()
+    name = re.sub(r"[^a-z0-9]+", "_", ascii_name.strip().lower()).strip("_") or "indicator"
+    if name[0].isdigit():
+        name = f"_{name}"
+    return name[:63]
+
+
+def crs_argument(crs: QgsCoordinateReferenceSystem) -> str:
+    """What urbangeo (PROJ) can read: the EPSG/ESRI/IGNF code, else the WKT (a QGIS
+    user-defined CRS's ``USER:100000`` means nothing outside QGIS)."""
+    authid = crs.authid()
+    if authid.split(":")[0] in ("EPSG", "ESRI", "IGNF"):
+        return authid
+    return crs.toWkt()
 
 
 class GridAlgorithm(UrbangeoAlgorithm):
@@ -86,7 +101,7 @@ class GridAlgorithm(UrbangeoAlgorithm):
                 "--cell-size", repr(self.parameterAsDouble(parameters, "CELL_SIZE", context))]
         crs = self.parameterAsCrs(parameters, "CRS", context)
         if self.is_set(parameters, "CRS") and crs.isValid():
-            args += ["--crs", crs.authid() or crs.toWkt()]
+            args += ["--crs", crs_argument(crs)]
         stat = STATS[self.parameterAsEnum(parameters, "INDICATOR_STAT", context)]
         for layer in self.parameterAsLayerList(parameters, "INDICATORS", context):
             raster = source_file(layer, "Indicator")
@@ -120,7 +135,9 @@ class GridAlgorithm(UrbangeoAlgorithm):
                 raise QgsProcessingException("Extent: the extent is empty; draw or pick one.")
             bbox = ",".join(repr(v) for v in (extent.xMinimum(), extent.yMinimum(),
                                               extent.xMaximum(), extent.yMaximum()))
-            return ["--bbox", bbox, "--bbox-crs", crs.authid() or crs.toWkt()]
+            # An extent typed without a CRS (qgis_process, scripts): urbangeo's default, WGS84.
+            crs_args = ["--bbox-crs", crs_argument(crs)] if crs.isValid() else []
+            return ["--bbox", bbox, *crs_args]
         raise QgsProcessingException(
             "Give an area: an area of interest layer or an extent.")
 

@@ -21,10 +21,9 @@ from qgis.core import (
 )
 
 from ..layers import cells_file, load_on_completion, vector_uri
-from .base import Invocation, UrbangeoAlgorithm
+from .base import DEVICES, Invocation, UrbangeoAlgorithm
 
 SPLITS = ("random", "blocks")
-DEVICES = ("auto", "cpu", "cuda")
 
 
 def model_indicators(model: Path) -> list[str]:

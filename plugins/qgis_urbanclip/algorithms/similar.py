@@ -19,8 +19,7 @@ from qgis.core import (
 )
 
 from ..layers import cells_file, load_on_completion, vector_uri
-from .base import Invocation, UrbangeoAlgorithm
-from .predict import DEVICES
+from .base import DEVICES, Invocation, UrbangeoAlgorithm
 
 
 class SimilarAlgorithm(UrbangeoAlgorithm):

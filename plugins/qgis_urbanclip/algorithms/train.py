@@ -16,10 +16,9 @@ from qgis.core import (
 )
 
 from ..layers import cells_file
-from .base import Invocation, UrbangeoAlgorithm
+from .base import DEVICES, Invocation, UrbangeoAlgorithm
 
 PRESETS = ("tiny", "small", "base")
-DEVICES = ("auto", "cpu", "cuda")
 CAPTION_COLUMNS = ("caption", "caption_raw")
 
 
@@ -32,8 +31,8 @@ class TrainAlgorithm(UrbangeoAlgorithm):
                "it as a model folder (config.json, model.safetensors, tokenizer, training "
                "log). Unset options use urbangeo's defaults; tiny trains in minutes on a CPU, "
                "larger presets want a GPU (device auto picks CUDA when present). Cancelling "
-               "discards the run, its checkpoints included (MODEL_DIR.partial); to resume an "
-               "interrupted long run, rerun the same urbangeo train command in a terminal.")
+               "keeps the run's checkpoints (MODEL_DIR.partial): running it again with the "
+               "same settings resumes where it stopped.")
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:
         self.addParameter(QgsProcessingParameterVectorLayer(
@@ -48,7 +47,7 @@ class TrainAlgorithm(UrbangeoAlgorithm):
             QgsProcessingParameterNumber.Integer, optional=True, minValue=2))
         self.addParameter(QgsProcessingParameterNumber(
             "LR", "Learning rate", QgsProcessingParameterNumber.Double, optional=True,
-            minValue=0.0))
+            minValue=1e-12))
         self.addParameter(QgsProcessingParameterEnum(
             "CAPTION_COLUMN", "Text to learn from (refined or raw captions)",
             options=list(CAPTION_COLUMNS), optional=True))
@@ -71,5 +70,6 @@ class TrainAlgorithm(UrbangeoAlgorithm):
                                  CAPTION_COLUMNS, context)
         args += self.number_option(parameters, "SEED", "--seed", context)
         args += self.enum_option(parameters, "DEVICE", "--device", DEVICES, context)
-        checkpoints = model.with_name(f"{model.name}.partial")
-        return Invocation([*args, "--overwrite"], [model, checkpoints], {"OUTPUT": str(model)})
+        # MODEL_DIR.partial/ (checkpoints) is not an output: a cancelled run keeps it, and
+        # running the algorithm again with the same settings resumes from it.
+        return Invocation([*args, "--overwrite"], [model], {"OUTPUT": str(model)})

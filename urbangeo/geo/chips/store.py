@@ -18,6 +18,7 @@ thread at a time (``cut_chips`` hands them to a single writer thread).
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -220,6 +221,8 @@ def _init_group(path: Path, tile_px: int, band_names: Sequence[str], pixel_size_
                        dimension_names=("cell",))
     group.create_array("valid_frac", shape=(0,), chunks=(_INDEX_CHUNK,), dtype="float32",
                        fill_value=0.0, dimension_names=("cell",))
-    group.attrs.update({"format": FORMAT, "tile_px": int(tile_px),
+    # store_id: a new id for every new store, so caches keyed on the store (embeddings,
+    # evaluation features, training runs) never take chips re-cut at the same path for the old.
+    group.attrs.update({"format": FORMAT, "store_id": uuid.uuid4().hex, "tile_px": int(tile_px),
                         "band_names": list(band_names), "pixel_size_m": float(pixel_size_m),
                         **(attrs or {})})
