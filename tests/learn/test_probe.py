@@ -65,9 +65,11 @@ def test_metrics_match_sklearn_and_skip_nan() -> None:
     assert m.rmse == pytest.approx(np.sqrt(mean_squared_error(t, p)))
     assert m.mae == pytest.approx(mean_absolute_error(t, p))
     t_nan, p_nan = t.copy(), p.copy()
-    t_nan[:5], p_nan[5:8] = np.nan, np.inf
-    assert regression_metrics(t_nan, p_nan).r2 == pytest.approx(r2_score(t[8:], p[8:]))
-    assert regression_metrics(t_nan, p_nan).n == 42
+    t_nan[:5], p_nan[:3] = np.nan, np.inf  # no truth: left out, whatever was predicted
+    assert regression_metrics(t_nan, p_nan).r2 == pytest.approx(r2_score(t[5:], p[5:]))
+    assert regression_metrics(t_nan, p_nan).n == 45
+    p_nan[7] = np.nan  # a failed prediction where there is a truth
+    assert np.isnan(regression_metrics(t_nan, p_nan).rmse)
     assert regression_metrics([], []).n == 0 and np.isnan(regression_metrics([1.0], [2.0]).r2)
 
 

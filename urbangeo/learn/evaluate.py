@@ -458,8 +458,17 @@ def _header(datas: Sequence[CellData], targets: list[str], options: EvalOptions,
            else "models fit once with seed 0; only the split and probe change")
     lines.append(f"- ± is the sample standard deviation (ddof=1) over {options.seeds} seed(s) "
                  f"({fit}). Best mean R² per indicator in **bold**.")
-    given = (f"; the UrbanCLIP row uses the given model `{options.model_dir}`"
-             if options.model_dir else "")
+    given = ""
+    if options.model_dir:
+        from urbangeo.model.config import UrbanCLIPConfig
+        from urbangeo.model.io import read_model_config
+
+        size = read_model_config(options.model_dir)["architecture"]["image_size"]
+        given = (f"; the UrbanCLIP row uses the given model `{options.model_dir}` "
+                 f"({size} px input, as trained; the other rows see "
+                 f"{UrbanCLIPConfig.from_preset(options.preset).image_size} px)")
+        if options.pretrain_per_seed:
+            given += ", embedded, not retrained, for every seed"
     lines.append(f"- Training: preset `{options.preset}`, {options.epochs} epoch(s), batch "
                  f"{options.batch_size}, device {device}{given}.")
     if "resnet18" in (options.models or ()) and options.resnet_weights is None:

@@ -27,17 +27,19 @@ class Metrics:
 def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> Metrics:
     """Metrics of ``y_pred`` against ``y_true``, both already on the log1p scale.
 
-    Pairs where either value is not finite are left out (``n`` counts the rest). R² is NaN
-    when fewer than two cells remain or the truth is constant.
+    Cells without a finite truth are left out (``n`` counts the rest). A prediction that is
+    not finite where the truth is makes every metric NaN: a failed prediction must not make
+    the score look better by dropping out. R² is NaN when fewer than two cells remain or the
+    truth is constant.
     """
     t = np.asarray(y_true, dtype=np.float64).ravel()
     p = np.asarray(y_pred, dtype=np.float64).ravel()
     if t.shape != p.shape:
         raise ValueError(f"y_true and y_pred differ in length: {t.size} != {p.size}")
-    ok = np.isfinite(t) & np.isfinite(p)
+    ok = np.isfinite(t)
     t, p = t[ok], p[ok]
-    if not t.size:
-        return Metrics(np.nan, np.nan, np.nan, 0)
+    if not t.size or not np.isfinite(p).all():
+        return Metrics(np.nan, np.nan, np.nan, int(t.size))
     err = t - p
     ss_tot = float(((t - t.mean()) ** 2).sum())
     r2 = 1.0 - float((err**2).sum()) / ss_tot if t.size > 1 and ss_tot > 0 else np.nan
