@@ -59,13 +59,30 @@ def interpreter() -> Path | None:
         return executable
     try:
         with executable.open("rb") as script:
-            first = script.readline(4096)
+            head = script.read(8192).decode("utf-8", "replace")
     except OSError:
         return None
-    if not first.startswith(b"#!"):
+    return python_from_script(head)
+
+
+def python_from_script(head: str) -> Path | None:
+    """The Python a console script starts, from its first lines: ``#!/path/python``,
+    ``#!/usr/bin/env python3``, or pip's ``#!/bin/sh`` + ``exec "/path/python"`` form (used
+    when the venv path has spaces or is too long for a ``#!`` line)."""
+    lines = head.splitlines()
+    if not lines or not lines[0].startswith("#!"):
         return None
-    python = first[2:].decode("utf-8", "replace").strip().split()[0]
-    return Path(python) if Path(python).is_file() else None
+    words = lines[0][2:].split()
+    if words and Path(words[0]).name == "env" and len(words) > 1:
+        found = shutil.which(words[1])
+        return Path(found) if found else None
+    if words and _PYTHON.match(Path(words[0]).name):
+        return Path(words[0]) if Path(words[0]).is_file() else None
+    for line in lines[1:3]:
+        match = re.search(r"exec' \"([^\"]+)\"", line)
+        if match and Path(match.group(1)).is_file():
+            return Path(match.group(1))
+    return None
 
 
 def child_environment() -> dict[str, str]:

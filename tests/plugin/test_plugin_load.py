@@ -88,6 +88,7 @@ def test_built_zip_installs_the_plugin_with_the_changelog(tmp_path: Path) -> Non
         metadata = archive.read("qgis_urbanclip/metadata.txt").decode("utf-8")
     assert all(name.startswith("qgis_urbanclip/") for name in names)
     assert "qgis_urbanclip/__init__.py" in names and "qgis_urbanclip/algorithms/grid.py" in names
+    assert "qgis_urbanclip/LICENSE" in names  # plugins.qgis.org refuses a zip without it
     assert not [name for name in names if "__pycache__" in name or name.endswith(".pyc")]
     meta = configparser.ConfigParser()
     meta.read_string(metadata)
@@ -95,3 +96,18 @@ def test_built_zip_installs_the_plugin_with_the_changelog(tmp_path: Path) -> Non
     first_entry = next(line for line in (REPO / "CHANGELOG.md").read_text().splitlines()
                        if line.startswith("- "))
     assert first_entry[2:40] in changelog.replace("\n", " ")
+
+
+def test_diagnostics_find_the_python_of_every_console_script_form() -> None:
+    import sys
+
+    from qgis_urbanclip.command import python_from_script
+
+    python = Path(sys.executable)
+    assert python_from_script(f"#!{python}\n") == python
+    assert python_from_script("#!/usr/bin/env python3\n") is not None
+    # pip's form for venv paths with spaces or too long for a #! line
+    quote = "'" * 3
+    pip_sh = f"#!/bin/sh\n{quote}exec' \"{python}\" \"$0\" \"$@\"\n' {quote}\n"
+    assert python_from_script(pip_sh) == python
+    assert python_from_script("MZ\x90 a Windows launcher") is None
