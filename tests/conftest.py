@@ -72,3 +72,15 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory):
     run = api.demo(tmp_path_factory.mktemp("demo") / "outputs", epochs=1, eval_seeds=2,
                    say=lines.append)
     return run, lines
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny networks on a busy 2-core box: OpenMP threads spin-waiting for a shared core made
+    two threads ~10x slower than one (measured), so such tests run on one and restore it."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

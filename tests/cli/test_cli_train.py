@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
+from conftest import build_city_cells
 
 from urbangeo import api
 from urbangeo.cli.main import main
 from urbangeo.model import load_model
 from urbangeo.sample import make_synthetic_city
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 FAST = ["--preset", "tiny", "--image-size", "32", "--epochs", "1", "--batch-size", "8",
         "--lr", "2e-3"]
@@ -21,22 +22,9 @@ FAST = ["--preset", "tiny", "--image-size", "32", "--epochs", "1", "--batch-size
 @pytest.fixture(scope="module")
 def cells(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 1.5 km synthetic city in 250 m cells (36 cells) with chips and captions."""
-    out = tmp_path_factory.mktemp("train_city")
-    city = make_synthetic_city(out / "sample", seed=4, size_km=1.5)
-    path = out / "cells.gpkg"
-    api.grid(city.aoi, output=path, cell_size=250)
-    api.chips(path, city.imagery, tile_px=64, nir_band=4)
-    api.caption(path).raise_for_failures()
-    return path
+    return build_city_cells(tmp_path_factory.mktemp("train_city"), seed=4, size_km=1.5)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """The shared CI cores are oversubscribed: one torch thread is ~5x faster there."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _urbangeo(*args: str) -> int:

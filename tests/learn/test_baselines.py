@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,8 @@ from urbangeo.learn.baselines import (
 from urbangeo.learn.data import CellData, load_cell_data
 from urbangeo.model import UrbanCLIPConfig
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 FAST = dict(image_size=32, epochs=1, batch_size=16)
 
 
@@ -34,14 +35,6 @@ def other_city(tmp_path_factory: pytest.TempPathFactory) -> Path:
                             tile_px=48)
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """These networks are tiny: on a busy CI box OpenMP threads spin-waiting for a shared core
-    make two threads ~10x slower than one (measured), so each test runs on one and restores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

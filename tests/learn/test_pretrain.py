@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,6 +24,8 @@ from urbangeo.learn.train_batches import (
     train_val_positions,
 )
 from urbangeo.model import UrbanTokenizer, load_model
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 FAST = TrainOptions(preset="tiny", image_size=32, epochs=2, batch_size=16, lr=2e-3,
                     checkpoint_every=2)
@@ -59,13 +60,6 @@ class Recorder:
         pass
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """The shared CI cores are oversubscribed: one torch thread is ~5x faster there."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _weights(model_dir: Path) -> dict[str, torch.Tensor]:
