@@ -126,18 +126,25 @@ def _handler(double: ChatDouble) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(payload)))
             for name, value in (headers or {}).items():
                 self.send_header(name, value)
+            self._leave()  # before the client can read the answer and send its next request
             self.end_headers()
             try:
                 self.wfile.write(payload)
             except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
                 pass
 
+        def _leave(self) -> None:
+            if not self._left:
+                self._left = True
+                double.leave()
+
         def do_POST(self) -> None:  # noqa: N802 (http.server naming)
+            self._left = False
             double.enter()
             try:
                 self._answer()
             finally:
-                double.leave()
+                self._leave()
 
         def _answer(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
