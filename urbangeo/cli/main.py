@@ -62,6 +62,10 @@ def cli(ctx: click.Context, progress_mode: str) -> None:
       urbangeo chips cells.gpkg --imagery SRC   one satellite chip per cell
       urbangeo indicators cells.gpkg --indicator pop=pop.tif:sum
       urbangeo caption cells.gpkg          describe each chip, refine the text
+      urbangeo train cells.gpkg -o model/  pretrain UrbanCLIP on chips + captions
+      urbangeo predict cells.gpkg --model model/ --target pop -o pred.gpkg
+      urbangeo evaluate cells.gpkg -o eval/     UrbanCLIP vs the paper's baselines
+      urbangeo similar cells.gpkg --model model/ --cell ID
       urbangeo rasterize cells.gpkg COLUMN -o out.tif
       urbangeo demo                        all of it on a bundled synthetic city
     Run `urbangeo COMMAND --help` for each command's options.
