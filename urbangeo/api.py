@@ -373,7 +373,7 @@ def demo(output: PathLike = Path("outputs"), seed: int = 0, overwrite: bool = Fa
                     eval_models=_names(eval_models), progress=progress, say=say)
 
 
-# ---- train (urbangeo.learn) : train() goes here ----
+# ---- train (urbangeo.learn) ---------------------------------------------------------------
 if TYPE_CHECKING:
     from urbangeo.learn.pretrain import TrainReport
 
@@ -452,7 +452,7 @@ def train(
 
 
 
-# ---- predict (urbangeo.learn) : predict() goes here ----
+# ---- predict (urbangeo.learn) ---------------------------------------------------------------
 
 if TYPE_CHECKING:
     from urbangeo.learn.predict import PredictReport
@@ -488,7 +488,7 @@ def predict(cells: PathLike, model: PathLike, targets: str | Sequence[str], outp
     return PredictResult(report.output, report)
 
 
-# ---- evaluate (urbangeo.learn) : evaluate() goes here ----
+# ---- evaluate (urbangeo.learn) ---------------------------------------------------------------
 
 if TYPE_CHECKING:
     from urbangeo.learn.evaluate import EvalReport
@@ -559,7 +559,7 @@ def _names(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
 
 
 
-# ---- similar (urbangeo.learn) : similar() goes here ----
+# ---- similar (urbangeo.learn) ---------------------------------------------------------------
 
 def similar(cells: PathLike | Sequence[PathLike], model: PathLike, cell_id: str, *, k: int = 10,
             output: PathLike | None = None, other_files_only: bool = False,
