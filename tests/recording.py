@@ -23,6 +23,16 @@ class RecordingProgress:
         self.events.append(("finish",))
 
     @property
+    def starts(self) -> list[tuple[str, int | None]]:
+        """(stage, total) of every stage started, in order."""
+        return [(str(e[1]), e[2]) for e in self.events if e[0] == "start"]  # type: ignore[misc]
+
+    @property
+    def totals(self) -> dict[str, int | None]:
+        """Each stage's total by name (a stage started twice keeps the last)."""
+        return dict(self.starts)
+
+    @property
     def infos(self) -> list[str]:
         return [str(event[1]) for event in self.events if event[0] == "info"]
 

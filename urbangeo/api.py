@@ -35,9 +35,13 @@ if TYPE_CHECKING:
     from urbangeo.geo.cells import CellsFile
     from urbangeo.geo.chips import ChipsReport
     from urbangeo.geo.indicators import IndicatorReport, IndicatorSpec
+    from urbangeo.learn.evaluate import EvalReport
+    from urbangeo.learn.predict import PredictReport
+    from urbangeo.learn.pretrain import TrainReport
+    from urbangeo.learn.similar import SimilarReport
 
-__all__ = ["CaptionResult", "ChipsResult", "GridResult", "IndicatorsResult", "PredictResult",
-           "RasterizeResult", "TrainResult", "caption", "chips", "demo", "evaluate", "grid",
+__all__ = ["CaptionResult", "ChipsResult", "GridResult", "IndicatorsResult", "RasterizeResult",
+           "caption", "chips", "demo", "evaluate", "grid",
            "indicators", "predict", "rasterize", "similar", "train"]
 
 PathLike = str | os.PathLike[str]
@@ -374,20 +378,6 @@ def demo(output: PathLike = Path("outputs"), seed: int = 0, overwrite: bool = Fa
 
 
 # ---- train (urbangeo.learn) ---------------------------------------------------------------
-if TYPE_CHECKING:
-    from urbangeo.learn.pretrain import TrainReport
-
-
-@dataclass
-class TrainResult:
-    """What :func:`train` wrote: the model directory and the run's report (grid trials too)."""
-
-    path: Path
-    report: TrainReport
-
-    def lines(self) -> list[str]:
-        return self.report.lines()
-
 
 def train(
     cells: PathLike,
@@ -412,7 +402,7 @@ def train(
     grid_epochs: int | None = None,
     overwrite: bool = False,
     progress: Progress = SILENT,
-) -> TrainResult:
+) -> TrainReport:
     """Pretrain UrbanCLIP on the chips and captions of ``cells``; write the model to ``output``.
 
     Resumable: a killed run continues from its last checkpoint (``OUTPUT.partial/``) when the
@@ -421,8 +411,8 @@ def train(
     loss is kept (paper §4.1.3). Other options: :class:`urbangeo.learn.train_options.TrainOptions`.
     """
     from urbangeo.learn.data import load_cell_data
-    from urbangeo.learn.pretrain import grid_search, train_model
-    from urbangeo.learn.train_options import MIN_CELLS, TrainOptions
+    from urbangeo.learn.pretrain import grid_search, refuse_existing, train_model
+    from urbangeo.learn.train_options import TrainOptions
 
     options = TrainOptions(
         preset=preset, epochs=epochs, batch_size=batch_size, lr=lr, lambda_con=lambda_con,
@@ -435,44 +425,22 @@ def train(
         raise InputError("--grid-epochs only applies to a grid search: add --grid-lr and/or "
                          "--grid-batch-size, or drop it")
     output = Path(output)
-    if output.exists() and not overwrite:
-        raise InputError(f"{output} already exists: pass --overwrite to replace it, or choose "
-                         "another -o")
+    refuse_existing(output, overwrite)  # before the chips are read
     data = load_cell_data(cells)
-    data.caption_texts(caption_column)  # every cell with a chip needs a caption
-    if len(data) < MIN_CELLS:
-        raise InputError(f"{cells} has only {len(data)} cells with a chip; training needs at "
-                         f"least {MIN_CELLS}: use a larger area or smaller cells")
     if grid_lr or grid_batch_size:
         report = grid_search(data, output, options, lrs=grid_lr, batch_sizes=grid_batch_size,
                              trial_epochs=grid_epochs, overwrite=overwrite, progress=progress)
     else:
         report = train_model(data, output, options, overwrite=overwrite, progress=progress)
-    return TrainResult(output, report)
-
+    return report
 
 
 # ---- predict (urbangeo.learn) ---------------------------------------------------------------
 
-if TYPE_CHECKING:
-    from urbangeo.learn.predict import PredictReport
-
-
-@dataclass
-class PredictResult:
-    """The predictions GeoPackage :func:`predict` wrote (and COGs), with the test metrics."""
-
-    path: Path
-    report: PredictReport
-
-    def lines(self) -> list[str]:
-        return self.report.lines()
-
-
 def predict(cells: PathLike, model: PathLike, targets: str | Sequence[str], output: PathLike, *,
             raster_dir: PathLike | None = None, split: str = "random", seed: int = 0,
             batch_size: int = 64, device: str = "auto", overwrite: bool = False,
-            progress: Progress = SILENT) -> PredictResult:
+            progress: Progress = SILENT) -> PredictReport:
     """Predict ``targets`` for every cell of ``cells`` from the frozen image encoder of
     ``model`` (a directory written by :func:`train`): embeddings (cached beside the cells
     file) -> one MLP probe per target fitted on the ``split``'s train cells -> a GeoPackage
@@ -485,15 +453,10 @@ def predict(cells: PathLike, model: PathLike, targets: str | Sequence[str], outp
                            raster_dir=Path(raster_dir) if raster_dir else None, split=split,
                            seed=seed, batch_size=batch_size, device=device, overwrite=overwrite,
                            progress=progress)
-    return PredictResult(report.output, report)
+    return report
 
 
 # ---- evaluate (urbangeo.learn) ---------------------------------------------------------------
-
-if TYPE_CHECKING:
-    from urbangeo.learn.evaluate import EvalReport
-    from urbangeo.learn.similar import SimilarReport
-
 
 def evaluate(
     cells: PathLike | None,

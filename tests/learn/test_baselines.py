@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import build_city_cells
+from recording import RecordingProgress
 from safetensors.torch import save_file
 
 from urbangeo.errors import DataError, InputError, ModelError
@@ -96,26 +97,9 @@ def test_self_supervised_loss_decreases(key: str, data: CellData) -> None:
 
 
 def test_progress_reports_one_step_per_batch(data: CellData) -> None:
-    class Recorder:
-        def __init__(self) -> None:
-            self.stages: list[tuple[str, int | None]] = []
-            self.done = 0
-
-        def start(self, stage: str, total: int | None, message: str = "") -> None:
-            self.stages.append((stage, total))
-
-        def advance(self, n: int = 1, message: str = "") -> None:
-            self.done += n
-
-        def info(self, message: str) -> None:
-            pass
-
-        def finish(self) -> None:
-            pass
-
-    rec = Recorder()
+    rec = RecordingProgress()
     make_baseline("autoencoder", image_size=32, epochs=2, batch_size=16).fit(data, progress=rec)
-    assert rec.stages == [("Autoencoder", 2 * 4)] and rec.done == 8
+    assert rec.starts == [("Autoencoder", 2 * 4)] and rec.advanced == 8
 
 
 def test_resnet18_loads_a_local_weights_file(data: CellData, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import zarr
+from recording import RecordingProgress
 
 from urbangeo.errors import InputError, ModelError
 from urbangeo.learn.data import load_cell_data
@@ -22,25 +23,6 @@ def save_tiny_model(directory: Path, seed: int = 0) -> Path:
     needs a frozen encoder, so training is not required (and belongs to `urbangeo train`)."""
     torch.manual_seed(seed)
     return save_model(directory, UrbanCLIP(UrbanCLIPConfig.from_preset("tiny")))
-
-
-class Stages:
-    """A Progress that remembers each stage's total."""
-
-    def __init__(self) -> None:
-        self.totals: dict[str, int | None] = {}
-
-    def start(self, stage: str, total: int | None, message: str = "") -> None:
-        self.totals[stage] = total
-
-    def advance(self, n: int = 1, message: str = "") -> None:
-        pass
-
-    def info(self, message: str) -> None:
-        pass
-
-    def finish(self) -> None:
-        pass
 
 
 @pytest.fixture
@@ -83,7 +65,7 @@ def test_killed_run_resumes_with_only_the_missing_cells(city_cells, tmp_path,
     with (entry / "vectors.f32").open("ab") as f:
         f.write(b"\x00" * 10)
     encoded_rows.clear()
-    progress = Stages()
+    progress = RecordingProgress()
     resumed = embed_cells(model, data, batch_size=16, cache=cache, progress=progress)
     assert sum(encoded_rows) == 44 and progress.totals["embed"] == 44
     np.testing.assert_allclose(resumed, full, atol=1e-5)

@@ -12,7 +12,8 @@ import pytest
 import rasterio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # shared test helpers
-from test_embed import Stages, save_tiny_model  # noqa: E402
+from recording import RecordingProgress  # noqa: E402
+from test_embed import save_tiny_model  # noqa: E402
 
 from urbangeo import api  # noqa: E402
 from urbangeo.errors import InputError  # noqa: E402
@@ -33,7 +34,7 @@ def cells_with_gaps(city_cells: Path) -> Path:
 def test_predict_writes_every_cell_and_a_cog_per_target(cells_with_gaps, tmp_path) -> None:
     model = save_tiny_model(tmp_path / "model")
     out, rasters = tmp_path / "out" / "pred.gpkg", tmp_path / "rasters"
-    progress = Stages()
+    progress = RecordingProgress()
     result = api.predict(cells_with_gaps, model, ["population", "carbon"], out,
                          raster_dir=rasters, split="blocks", seed=2, progress=progress)
     assert progress.totals == {"embed": 61, "probe": 2, "rasterize": 1}
@@ -78,7 +79,7 @@ def test_rerun_uses_the_cache_and_same_seed_same_predictions(city_cells, tmp_pat
     first = pyogrio.read_dataframe(out, layer="predictions")
     with pytest.raises(InputError, match="already exists: pass --overwrite"):
         api.predict(city_cells, model, "gdp", out)
-    progress = Stages()
+    progress = RecordingProgress()
     api.predict(city_cells, model, "gdp", out, overwrite=True, progress=progress)
     assert progress.totals["embed"] == 0  # every vector came from the cache
     again = pyogrio.read_dataframe(out, layer="predictions")

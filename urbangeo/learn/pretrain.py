@@ -141,11 +141,11 @@ def train_model(data: CellData, model_dir: str | Path, options: TrainOptions, *,
 def _train(data: CellData, model_dir: Path, options: TrainOptions, *, overwrite: bool,
            progress: Progress, trials: Sequence[Trial] = ()) -> TrainReport:
     options.validate()
-    _refuse_existing(model_dir, overwrite)
+    refuse_existing(model_dir, overwrite)
     texts = data.caption_texts(options.caption_column)
     if len(data) < MIN_CELLS:
-        raise InputError(f"{data.cells_path} has {len(data)} cells with a chip; training needs "
-                         f"at least {MIN_CELLS}: use a larger area or smaller cells")
+        raise InputError(f"{data.cells_path} has only {len(data)} cells with a chip; training "
+                         f"needs at least {MIN_CELLS}: use a larger area or smaller cells")
     device = resolve_device(options.device)
     work = WorkDir(partial_dir(model_dir))
     identity = run_identity(options, data, texts)
@@ -234,7 +234,8 @@ def initial_model(config: UrbanCLIPConfig, options: TrainOptions) -> UrbanCLIP:
         return UrbanCLIP(config)
 
 
-def _refuse_existing(model_dir: Path, overwrite: bool) -> None:
+def refuse_existing(model_dir: Path, overwrite: bool) -> None:
+    """Refuse to replace a model directory unless asked (checked before any data is read)."""
     if model_dir.exists() and not overwrite:
         raise InputError(f"{model_dir} already exists: pass --overwrite to replace it, or "
                          "choose another -o")
@@ -453,7 +454,7 @@ def grid_search(data: CellData, model_dir: str | Path, options: TrainOptions, *,
 
     model_dir = Path(model_dir)
     options.validate()
-    _refuse_existing(model_dir, overwrite)
+    refuse_existing(model_dir, overwrite)
     if options.val_frac <= 0:
         raise InputError("a grid search compares validation losses: set val_frac above 0")
     trial_epochs = trial_epochs or options.epochs
