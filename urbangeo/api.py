@@ -40,8 +40,8 @@ if TYPE_CHECKING:
     from urbangeo.learn.pretrain import TrainReport
     from urbangeo.learn.similar import SimilarReport
 
-__all__ = ["CaptionResult", "ChipsResult", "GridResult", "IndicatorsResult", "RasterizeResult",
-           "caption", "chips", "demo", "evaluate", "grid",
+__all__ = ["CaptionResult", "ChipsResult", "GridResult", "IndicatorsResult", "PredictResult",
+           "RasterizeResult", "TrainResult", "caption", "chips", "demo", "evaluate", "grid",
            "indicators", "predict", "rasterize", "similar", "train"]
 
 PathLike = str | os.PathLike[str]
@@ -379,6 +379,17 @@ def demo(output: PathLike = Path("outputs"), seed: int = 0, overwrite: bool = Fa
 
 # ---- train (urbangeo.learn) ---------------------------------------------------------------
 
+@dataclass
+class TrainResult:
+    """What :func:`train` wrote: the model directory and the run's report (grid trials too)."""
+
+    path: Path
+    report: TrainReport
+
+    def lines(self) -> list[str]:
+        return self.report.lines()
+
+
 def train(
     cells: PathLike,
     output: PathLike,
@@ -402,7 +413,7 @@ def train(
     grid_epochs: int | None = None,
     overwrite: bool = False,
     progress: Progress = SILENT,
-) -> TrainReport:
+) -> TrainResult:
     """Pretrain UrbanCLIP on the chips and captions of ``cells``; write the model to ``output``.
 
     Resumable: a killed run continues from its last checkpoint (``OUTPUT.partial/``) when the
@@ -432,15 +443,26 @@ def train(
                              trial_epochs=grid_epochs, overwrite=overwrite, progress=progress)
     else:
         report = train_model(data, output, options, overwrite=overwrite, progress=progress)
-    return report
+    return TrainResult(output, report)
 
 
 # ---- predict (urbangeo.learn) ---------------------------------------------------------------
 
+@dataclass
+class PredictResult:
+    """The predictions GeoPackage :func:`predict` wrote (and COGs), with the test metrics."""
+
+    path: Path
+    report: PredictReport
+
+    def lines(self) -> list[str]:
+        return self.report.lines()
+
+
 def predict(cells: PathLike, model: PathLike, targets: str | Sequence[str], output: PathLike, *,
             raster_dir: PathLike | None = None, split: str = "random", seed: int = 0,
             batch_size: int = 64, device: str = "auto", overwrite: bool = False,
-            progress: Progress = SILENT) -> PredictReport:
+            progress: Progress = SILENT) -> PredictResult:
     """Predict ``targets`` for every cell of ``cells`` from the frozen image encoder of
     ``model`` (a directory written by :func:`train`): embeddings (cached beside the cells
     file) -> one MLP probe per target fitted on the ``split``'s train cells -> a GeoPackage
@@ -453,7 +475,7 @@ def predict(cells: PathLike, model: PathLike, targets: str | Sequence[str], outp
                            raster_dir=Path(raster_dir) if raster_dir else None, split=split,
                            seed=seed, batch_size=batch_size, device=device, overwrite=overwrite,
                            progress=progress)
-    return report
+    return PredictResult(report.output, report)
 
 
 # ---- evaluate (urbangeo.learn) ---------------------------------------------------------------

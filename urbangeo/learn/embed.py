@@ -12,6 +12,7 @@ leaves at most one batch of vectors without ids, which the next run cuts off and
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Sequence
@@ -40,14 +41,22 @@ def model_sha256(model_dir: Path) -> str:
 
     read_model_config(model_dir)  # ModelError for a missing or foreign directory
     weights = Path(model_dir) / WEIGHTS_NAME
-    digest = hashlib.sha256()
     try:
-        with weights.open("rb") as f:
-            while block := f.read(_HASH_BLOCK):
-                digest.update(block)
+        stat = weights.stat()
     except FileNotFoundError:
         raise ModelError(f"{model_dir} has no {WEIGHTS_NAME}; the model was not saved "
                          "completely: train it again") from None
+    return _file_sha256(str(weights.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _file_sha256(path: str, mtime_ns: int, size: int) -> str:
+    """Hashed once per file version: predict and evaluate ask for the same model's identity
+    several times, and a large model's weights take seconds to read."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(_HASH_BLOCK):
+            digest.update(block)
     return digest.hexdigest()
 
 
