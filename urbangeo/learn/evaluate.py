@@ -117,9 +117,13 @@ class UrbanCLIPFeatures:
         train_model(data, self.model_dir, self.train, progress=progress)
 
     def transform(self, data: CellData, *, progress: Progress = SILENT) -> np.ndarray:
-        from urbangeo.learn.embed import embed_cells
+        from urbangeo.learn.embed import default_cache, embed_cells
 
-        return embed_cells(self.model_dir, data, device=self.device, progress=progress)
+        # A user's own model shares predict's and similar's embedding cache beside the cells;
+        # the models evaluate trains for itself keep their features in the evaluation folder.
+        cache = default_cache(data.cells_path) if self.train is None else None
+        return embed_cells(self.model_dir, data, device=self.device, cache=cache,
+                           progress=progress)
 
 
 @dataclass
