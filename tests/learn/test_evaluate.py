@@ -172,13 +172,13 @@ def test_options_refuse_unknown_models_splits_and_targets(city_cells: Path,
     assert not (tmp_path / "out").exists()  # refused before anything was written
 
 
-def test_transfer_between_two_cities_with_a_given_model(run: ev.EvalReport, _city_cells: Path,
+def test_transfer_between_two_cities_with_a_given_model(run: ev.EvalReport, city_cells: Path,
                                                         second_city: Path,
                                                         tmp_path: Path) -> None:
     (model_dir,) = (run.out_dir / "models").iterdir()
     given = tmp_path / "trained_model"
     shutil.copytree(model_dir, given)
-    source, target = load_cell_data(_city_cells), load_cell_data(second_city)
+    source, target = load_cell_data(city_cells), load_cell_data(second_city)
     report = evaluate_transfer(source, target, tmp_path / "transfer",
                                EvalOptions(models=("pca", "urbanclip"), model_dir=given,
                                            targets=("population", "carbon"), **FAST))
@@ -190,8 +190,10 @@ def test_transfer_between_two_cities_with_a_given_model(run: ev.EvalReport, _cit
     assert report.labels["urbanclip"] == "UrbanCLIP (trained_model)"
     assert not (report.out_dir / "models").exists()  # the given model was not retrained
     text = (report.out_dir / "evaluation.md").read_text()
-    name = _city_cells.parent.name
+    name = city_cells.parent.name
     assert f"transfer {name} -> othertown" in text
+    # a user's own model is embedded through the cache predict and similar share
+    assert (city_cells.parent / "cells.embeddings").is_dir()
     assert re.search(r"fit on \S+ only", text)
     # features of both cities are saved per fitted model, so a rerun refits nothing
     assert len(list((report.out_dir / "features").glob("*.npy"))) == 4
